@@ -1,0 +1,667 @@
+//! Every threshold in one typed, serde-(de)serializable config, with OmoiOS's values as
+//! defaults (see `reference/omoios-behaviour.md`; where OmoiOS had no value, ours is noted).
+//!
+//! Durations are written in humantime form (`"30s"`, `"15m"`). Every section and field has a
+//! default, so a config file names only what it changes; unknown fields are rejected so a typo
+//! is an error, not a silently ignored setting.
+//!
+//! ```
+//! use std::time::Duration;
+//! use omoi_core::config::OmoiConfig;
+//!
+//! let cfg: OmoiConfig = serde_json::from_str(r#"{"queue": {"max_attempts": 5}, "heartbeat": {"ttl_running": "20s"}}"#).unwrap();
+//! assert_eq!(cfg.queue.max_attempts, 5);
+//! assert_eq!(cfg.heartbeat.ttl_running, Duration::from_secs(20));
+//! assert_eq!(cfg.heartbeat.ttl_idle, Duration::from_secs(30)); // default kept
+//! cfg.validate().unwrap();
+//! ```
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::AgentKind;
+use crate::memory::HybridParams;
+use crate::state::{AgentStatus, SpecPhase};
+use crate::task::BackoffPolicy;
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct OmoiConfig {
+    /// Task queue: retries, leases, polling.
+    pub queue: QueueConfig,
+    /// Agent heartbeats and restarts.
+    pub heartbeat: HeartbeatConfig,
+    /// Spec pipeline.
+    pub spec: SpecConfig,
+    /// Agent execution budgets.
+    pub exec: ExecConfig,
+    /// Discovery branching.
+    pub discovery: DiscoveryConfig,
+    /// Memory search.
+    pub memory: MemoryConfig,
+    /// Guardian, conductor, stuck detection.
+    pub monitor: MonitorConfig,
+    /// Sandbox sizing and cleanup.
+    pub sandbox: SandboxConfig,
+}
+
+/// A config value that makes no sense, named by its dotted path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config `{field}`: {reason}")]
+pub struct ConfigError {
+    /// Dotted path of the field, e.g. `heartbeat.missed_failed`.
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl OmoiConfig {
+    /// Checks cross-field consistency and ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, reason: &str| Err(ConfigError { field, reason: reason.to_owned() });
+        let unit = |field, v: f64| {
+            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(ConfigError { field, reason: format!("{v} is not within 0..=1") }) }
+        };
+        if self.queue.max_attempts == 0 {
+            return err("queue.max_attempts", "must be at least 1");
+        }
+        self.queue.backoff.validate().map_err(|reason| ConfigError { field: "queue.backoff", reason })?;
+        if self.queue.lease_renew_every >= self.queue.lease_ttl {
+            return err("queue.lease_renew_every", "must be shorter than queue.lease_ttl");
+        }
+        if self.queue.claim_batch == 0 {
+            return err("queue.claim_batch", "must be at least 1");
+        }
+        if self.heartbeat.missed_degraded == 0 || self.heartbeat.missed_failed <= self.heartbeat.missed_degraded {
+            return err("heartbeat.missed_failed", "must exceed heartbeat.missed_degraded, which must be at least 1");
+        }
+        if self.spec.max_attempts == 0 {
+            return err("spec.max_attempts", "must be at least 1");
+        }
+        unit("spec.pass_threshold", self.spec.pass_threshold)?;
+        unit("spec.dedup.spec", self.spec.dedup.spec)?;
+        unit("spec.dedup.requirement", self.spec.dedup.requirement)?;
+        unit("spec.dedup.task", self.spec.dedup.task)?;
+        unit("discovery.dedup_similarity", self.discovery.dedup_similarity)?;
+        unit("memory.similarity_threshold", self.memory.similarity_threshold)?;
+        unit("monitor.steering.guidance_below", self.monitor.steering.guidance_below)?;
+        let s = &self.monitor.steering;
+        if !(s.emergency_below <= s.correction_below && s.correction_below <= s.guidance_below) {
+            return err("monitor.steering", "thresholds must satisfy emergency <= correction <= guidance");
+        }
+        let c = &self.monitor.coherence;
+        if !(c.critical_below <= c.warning_below && c.warning_below <= c.optimal_above) {
+            return err("monitor.coherence", "thresholds must satisfy critical <= warning <= optimal");
+        }
+        if self.memory.hybrid.rrf.k < 0.0 {
+            return err("memory.hybrid.rrf.k", "must not be negative");
+        }
+        if self.memory.embedding_dimensions == 0 {
+            return err("memory.embedding_dimensions", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Task queue settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Attempts per task before it is dead-lettered. OmoiOS `max_retries`: 3.
+    pub max_attempts: u32,
+    /// Delay between attempts. OmoiOS legacy worker: 1 s · 2ⁿ ± 25 %, capped at 60 s.
+    pub backoff: BackoffPolicy,
+    /// Lease length. OmoiOS reclaimed a claim after 60 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub lease_ttl: Duration,
+    /// How often a worker renews its leases; well inside `lease_ttl` (ours: a third of it).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub lease_renew_every: Duration,
+    /// Tasks claimed per round trip (ours).
+    pub claim_batch: usize,
+    /// Polling backstop when no event wakes an idle worker. OmoiOS polled every 1 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub poll_interval: Duration,
+    /// How often expired leases are swept. OmoiOS stale sweep: 15 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub reclaim_interval: Duration,
+    /// A task waiting this long is boosted one priority level. OmoiOS: score floor after 7200 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub aging_after: Option<Duration>,
+    /// Leased tasks per project at once. OmoiOS `MAX_CONCURRENT_TASKS_PER_PROJECT`: 5.
+    pub max_concurrent_per_project: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            backoff: BackoffPolicy::default(),
+            lease_ttl: secs(60),
+            lease_renew_every: secs(20),
+            claim_batch: 16,
+            poll_interval: secs(1),
+            reclaim_interval: secs(15),
+            aging_after: Some(secs(7200)),
+            max_concurrent_per_project: 5,
+        }
+    }
+}
+
+/// Heartbeat TTLs and miss thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// TTL of an idle agent. OmoiOS: 30 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ttl_idle: Duration,
+    /// TTL of a running agent. OmoiOS: 15 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ttl_running: Duration,
+    /// TTL of guardian and conductor agents. OmoiOS: 60 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ttl_monitor: Duration,
+    /// A spawning agent must send its first heartbeat within this. OmoiOS: 60 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub first_heartbeat_within: Duration,
+    /// Missed TTL periods that make an agent degraded. OmoiOS: 2.
+    pub missed_degraded: u32,
+    /// Missed TTL periods that make an agent failed (its tasks are reclaimed). OmoiOS: 3.
+    pub missed_failed: u32,
+    /// How often the heartbeat monitor checks. OmoiOS: 10 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub check_interval: Duration,
+    /// Grace period for a graceful stop. OmoiOS: 10 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub graceful_stop: Duration,
+    /// Restarts allowed per agent per hour. OmoiOS: 3 (never enforced there).
+    pub max_restarts_per_hour: u32,
+    /// Pause between restarts. OmoiOS: 60 s (never enforced there).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub restart_cooldown: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            ttl_idle: secs(30),
+            ttl_running: secs(15),
+            ttl_monitor: secs(60),
+            first_heartbeat_within: secs(60),
+            missed_degraded: 2,
+            missed_failed: 3,
+            check_interval: secs(10),
+            graceful_stop: secs(10),
+            max_restarts_per_hour: 3,
+            restart_cooldown: secs(60),
+        }
+    }
+}
+
+impl HeartbeatConfig {
+    /// The TTL that applies to an agent of `kind` in `status`.
+    pub fn ttl_for(&self, kind: AgentKind, status: AgentStatus) -> Duration {
+        match (kind, status) {
+            (AgentKind::Guardian | AgentKind::Conductor, _) => self.ttl_monitor,
+            (_, AgentStatus::Spawning) => self.first_heartbeat_within,
+            (_, AgentStatus::Running) => self.ttl_running,
+            _ => self.ttl_idle,
+        }
+    }
+}
+
+/// Similarity thresholds above which two items are duplicates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DedupThresholds {
+    /// Specs. OmoiOS: 0.92.
+    pub spec: f64,
+    /// Requirements. OmoiOS: 0.88.
+    pub requirement: f64,
+    /// Tasks. OmoiOS: 0.85.
+    pub task: f64,
+}
+
+impl Default for DedupThresholds {
+    fn default() -> Self {
+        Self { spec: 0.92, requirement: 0.88, task: 0.85 }
+    }
+}
+
+/// Spec pipeline settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpecConfig {
+    /// Attempts per phase. OmoiOS: 3.
+    pub max_attempts: u32,
+    /// Delay after the first failed attempt, doubling after each. OmoiOS: 2 s, 4 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub retry_base_delay: Duration,
+    /// Evaluator score at which a phase passes. OmoiOS: 0.7.
+    pub pass_threshold: f64,
+    /// Wall time per phase. OmoiOS: 900 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub phase_timeout: Duration,
+    /// Model turns per agentic phase. OmoiOS: 65 (the spawner raised it to 150).
+    pub max_turns: u32,
+    /// Cost budget per spec in USD. OmoiOS: $10 (spawner: $50).
+    pub max_cost_usd: f64,
+    /// Token budget per spec (ours: none by default).
+    pub max_tokens: Option<u64>,
+    /// Characters of earlier phases' output included in a prompt. OmoiOS ContextService: ~2000
+    /// per phase; ours bounds the total.
+    pub prompt_context_chars: usize,
+    /// Phases that wait for human approval after passing (ours: none by default).
+    pub approval_gates: Vec<SpecPhase>,
+    /// Time a gate waits before timing out. OmoiOS: 1800 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub approval_timeout: Duration,
+    /// Duplicate thresholds.
+    pub dedup: DedupThresholds,
+}
+
+impl Default for SpecConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            retry_base_delay: secs(2),
+            pass_threshold: 0.7,
+            phase_timeout: secs(900),
+            max_turns: 65,
+            max_cost_usd: 10.0,
+            max_tokens: None,
+            prompt_context_chars: 12_000,
+            approval_gates: Vec::new(),
+            approval_timeout: secs(1800),
+            dedup: DedupThresholds::default(),
+        }
+    }
+}
+
+/// Budgets for one task execution by an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecConfig {
+    /// Model turns per execution. OmoiOS continuous mode: 10 iterations.
+    pub max_turns: u32,
+    /// Cost per execution in USD. OmoiOS: $20.
+    pub max_cost_usd: f64,
+    /// Tokens per execution (ours: none by default).
+    pub max_tokens: Option<u64>,
+    /// Wall time per execution. OmoiOS: 3600 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub max_wall_time: Duration,
+    /// Consecutive tool errors before giving up. OmoiOS: 3.
+    pub max_consecutive_errors: u32,
+    /// Validation → revision rounds before the task fails. OmoiOS: 3.
+    pub max_validation_iterations: u32,
+    /// Failed reviews before a diagnostic is spawned. OmoiOS: 2.
+    pub diagnostic_after_failed_reviews: u32,
+    /// Timeout of one sandbox command (ours).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub command_timeout: Duration,
+    /// Bytes kept per output stream of a command (ours: 64 KiB).
+    pub output_limit: usize,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        Self {
+            max_turns: 10,
+            max_cost_usd: 20.0,
+            max_tokens: None,
+            max_wall_time: secs(3600),
+            max_consecutive_errors: 3,
+            max_validation_iterations: 3,
+            diagnostic_after_failed_reviews: 2,
+            command_timeout: secs(120),
+            output_limit: 64 * 1024,
+        }
+    }
+}
+
+/// Discovery branching limits. OmoiOS's DiscoveryService had none ("runaway loop"); ours bound it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Embedding similarity at which a discovery duplicates an earlier one. OmoiOS diagnostics: 0.85.
+    pub dedup_similarity: f64,
+    /// Branch tasks one source task may spawn (ours: 5).
+    pub max_per_source_task: u32,
+    /// Branch tasks per spec (ours: 50).
+    pub max_per_spec: u32,
+    /// Minimum time between two branches from the same source task. OmoiOS diagnostics: 60 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub cooldown: Duration,
+    /// Consecutive failed branches before spawning stops. OmoiOS diagnostics: 3.
+    pub max_consecutive_failures: u32,
+    /// Branch depth (a branch of a branch of …) allowed (ours: 3).
+    pub max_depth: u32,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            dedup_similarity: 0.85,
+            max_per_source_task: 5,
+            max_per_spec: 50,
+            cooldown: secs(60),
+            max_consecutive_failures: 3,
+            max_depth: 3,
+        }
+    }
+}
+
+/// Memory search settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Results per search. OmoiOS: 5.
+    pub top_k: usize,
+    /// Minimum similarity for vector-only results. OmoiOS: 0.7.
+    pub similarity_threshold: f64,
+    /// Fusion: k = 60, weights 0.6/0.4, a missing item ranked at len + 10, 2·top_k candidates.
+    pub hybrid: HybridParams,
+    /// Embedding dimension. OmoiOS: 1536.
+    pub embedding_dimensions: usize,
+    /// Samples needed before a pattern is learned. OmoiOS: 3.
+    pub pattern_min_samples: u32,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            top_k: 5,
+            similarity_threshold: 0.7,
+            hybrid: HybridParams::default(),
+            embedding_dimensions: 1536,
+            pattern_min_samples: 3,
+        }
+    }
+}
+
+/// Numeric steering thresholds on the guardian's alignment score (OmoiOS let the model decide;
+/// ours are numbers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SteeringThresholds {
+    /// Below this, send guidance.
+    pub guidance_below: f64,
+    /// Below this, send a correction.
+    pub correction_below: f64,
+    /// Below this, intervene as an emergency (pause or stop).
+    pub emergency_below: f64,
+}
+
+impl Default for SteeringThresholds {
+    fn default() -> Self {
+        Self { guidance_below: 0.7, correction_below: 0.5, emergency_below: 0.3 }
+    }
+}
+
+/// Conductor coherence status thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoherenceThresholds {
+    /// Critical below. OmoiOS: 0.3.
+    pub critical_below: f64,
+    /// Warning below. OmoiOS: 0.5.
+    pub warning_below: f64,
+    /// Optimal above. OmoiOS: 0.8.
+    pub optimal_above: f64,
+    /// Duplicate agents above this fraction of all agents make the system inefficient. OmoiOS: 0.3.
+    pub inefficient_duplicate_fraction: f64,
+    /// Similarity at which the model confirms two agents duplicate each other. OmoiOS: 0.7.
+    pub duplicate_similarity: f64,
+    /// Embedding similarity that makes a pair a duplicate candidate for the model (ours).
+    pub duplicate_prefilter: f64,
+}
+
+impl Default for CoherenceThresholds {
+    fn default() -> Self {
+        Self {
+            critical_below: 0.3,
+            warning_below: 0.5,
+            optimal_above: 0.8,
+            inefficient_duplicate_fraction: 0.3,
+            duplicate_similarity: 0.7,
+            duplicate_prefilter: 0.8,
+        }
+    }
+}
+
+/// Rule-based stuck detection over an agent's trajectory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct StuckRules {
+    /// The same action with the same result this many times in a row.
+    pub same_action_repeats: u32,
+    /// The same failing action this many times.
+    pub same_failure_repeats: u32,
+    /// The same message this many times.
+    pub same_message_repeats: u32,
+    /// Window (steps) in which an A/B/A/B oscillation is detected.
+    pub oscillation_window: u32,
+    /// No progress for this long.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub no_progress_for: Duration,
+}
+
+impl Default for StuckRules {
+    fn default() -> Self {
+        Self {
+            same_action_repeats: 4,
+            same_failure_repeats: 3,
+            same_message_repeats: 3,
+            oscillation_window: 6,
+            no_progress_for: secs(600),
+        }
+    }
+}
+
+/// Monitoring loop settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Guardian analysis interval. OmoiOS: 60 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub guardian_interval: Duration,
+    /// Agents analysed at once. OmoiOS: 5.
+    pub guardian_max_concurrent: usize,
+    /// Agents younger than this are not analysed. Hephaestus: 60 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub guardian_min_agent_age: Duration,
+    /// Past analyses given to the guardian. OmoiOS: 10.
+    pub guardian_history: usize,
+    /// Conductor interval. OmoiOS: 300 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub conductor_interval: Duration,
+    /// Health check interval. OmoiOS: 30 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub health_interval: Duration,
+    /// Alert when the mean alignment falls below this. OmoiOS: 0.3.
+    pub alert_mean_alignment_below: f64,
+    /// Send interventions (OmoiOS: off, so they were recorded but never sent; ours: on).
+    pub auto_steering: bool,
+    /// Steering thresholds.
+    pub steering: SteeringThresholds,
+    /// Coherence thresholds.
+    pub coherence: CoherenceThresholds,
+    /// Stuck detection rules.
+    pub stuck: StuckRules,
+    /// A ticket without progress this long is flagged blocked. OmoiOS: 30 min.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ticket_blocked_after: Duration,
+    /// How often blocked tickets are checked. OmoiOS: 5 min.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ticket_check_interval: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            guardian_interval: secs(60),
+            guardian_max_concurrent: 5,
+            guardian_min_agent_age: secs(60),
+            guardian_history: 10,
+            conductor_interval: secs(300),
+            health_interval: secs(30),
+            alert_mean_alignment_below: 0.3,
+            auto_steering: true,
+            steering: SteeringThresholds::default(),
+            coherence: CoherenceThresholds::default(),
+            stuck: StuckRules::default(),
+            ticket_blocked_after: secs(1800),
+            ticket_check_interval: secs(300),
+        }
+    }
+}
+
+/// Sandbox sizing and cleanup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// CPUs per sandbox. OmoiOS: 2 (cap 4).
+    pub cpus: f64,
+    /// Memory per sandbox in MiB. OmoiOS: 4096 (cap 8192).
+    pub memory_mib: u64,
+    /// Disk per sandbox in GiB. OmoiOS: 8 (cap 10).
+    pub disk_gib: u64,
+    /// Processes per sandbox (ours: 512).
+    pub pids: u64,
+    /// Creation timeout. OmoiOS: 120 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub create_timeout: Duration,
+    /// Destroy after this long without work. OmoiOS: 10 min.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub idle_after: Duration,
+    /// Destroy after this long without a heartbeat. OmoiOS: 2 min.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub dead_after: Duration,
+    /// A sandbox running one step this long is stuck. OmoiOS: 15 min.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub stuck_running_after: Duration,
+    /// Stuck between phases. OmoiOS: 5 min.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub stuck_between_phases_after: Duration,
+    /// Reap any sandbox older than this. OmoiOS: 24 h.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub max_age: Duration,
+    /// Cleanup sweep interval. OmoiOS: 30 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub cleanup_interval: Duration,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            cpus: 2.0,
+            memory_mib: 4096,
+            disk_gib: 8,
+            pids: 512,
+            create_timeout: secs(120),
+            idle_after: secs(600),
+            dead_after: secs(120),
+            stuck_running_after: secs(900),
+            stuck_between_phases_after: secs(300),
+            max_age: secs(24 * 3600),
+            cleanup_interval: secs(30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_omoios_numbers_and_valid() {
+        let c = OmoiConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.queue.max_attempts, 3);
+        assert_eq!(c.heartbeat.ttl_idle, secs(30));
+        assert_eq!(c.heartbeat.ttl_running, secs(15));
+        assert_eq!((c.heartbeat.missed_degraded, c.heartbeat.missed_failed), (2, 3));
+        assert_eq!(c.spec.pass_threshold, 0.7);
+        assert_eq!(c.memory.hybrid.rrf.k, 60.0);
+        assert_eq!((c.memory.hybrid.vector_weight, c.memory.hybrid.keyword_weight), (0.6, 0.4));
+        assert_eq!(c.discovery.dedup_similarity, 0.85);
+        assert_eq!(c.spec.dedup.spec, 0.92);
+    }
+
+    #[test]
+    fn round_trips_through_json_with_humantime_durations() {
+        let c = OmoiConfig::default();
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["heartbeat"]["ttl_idle"], "30s");
+        assert_eq!(serde_json::from_value::<OmoiConfig>(json).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_named() {
+        let err = serde_json::from_str::<OmoiConfig>(r#"{"queue": {"max_atempts": 5}}"#).unwrap_err();
+        assert!(err.to_string().contains("max_atempts"), "{err}");
+        let mut c = OmoiConfig::default();
+        c.heartbeat.missed_failed = 2;
+        assert_eq!(c.validate().unwrap_err().field, "heartbeat.missed_failed");
+        let mut c = OmoiConfig::default();
+        c.spec.pass_threshold = 1.5;
+        assert_eq!(c.validate().unwrap_err().field, "spec.pass_threshold");
+        let mut c = OmoiConfig::default();
+        c.queue.lease_renew_every = c.queue.lease_ttl;
+        assert_eq!(c.validate().unwrap_err().field, "queue.lease_renew_every");
+    }
+
+    #[test]
+    fn ttl_depends_on_kind_and_status() {
+        let h = HeartbeatConfig::default();
+        assert_eq!(h.ttl_for(AgentKind::Worker, AgentStatus::Running), secs(15));
+        assert_eq!(h.ttl_for(AgentKind::Worker, AgentStatus::Idle), secs(30));
+        assert_eq!(h.ttl_for(AgentKind::Guardian, AgentStatus::Running), secs(60));
+        assert_eq!(h.ttl_for(AgentKind::Worker, AgentStatus::Spawning), secs(60));
+    }
+
+    #[test]
+    fn json_schema_is_generated() {
+        let schema = serde_json::to_value(schemars::schema_for!(OmoiConfig)).unwrap();
+        assert!(schema["properties"]["queue"].is_object());
+    }
+}

@@ -1,0 +1,106 @@
+//! Agents: workers, planners, validators and monitors that register and send heartbeats.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::AgentId;
+use crate::macros::string_enum;
+use crate::state::AgentStatus;
+
+string_enum! {
+    /// What an agent does. Decides its heartbeat TTL (monitors beat less often).
+    pub enum AgentKind: "agent kind" {
+        /// Claims and executes tasks.
+        Worker => "worker",
+        /// Runs spec phases.
+        Planner => "planner",
+        /// Validates work.
+        Validator => "validator",
+        /// Watches other agents' trajectories.
+        Guardian => "guardian",
+        /// Watches the whole system.
+        Conductor => "conductor",
+    }
+}
+
+/// An agent to register.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct NewAgent {
+    /// Its id.
+    pub id: AgentId,
+    /// Display name, e.g. `worker-implementation-001`.
+    pub name: String,
+    /// Its kind.
+    pub kind: AgentKind,
+    /// Capabilities it offers (matched against task requirements).
+    pub capabilities: Vec<String>,
+    /// How many tasks it runs at once.
+    pub capacity: u32,
+}
+
+impl NewAgent {
+    /// A worker with the given name and capabilities, capacity 1.
+    pub fn worker(name: impl Into<String>, capabilities: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            id: AgentId::new(),
+            name: name.into(),
+            kind: AgentKind::Worker,
+            capabilities: capabilities.into_iter().map(Into::into).collect(),
+            capacity: 1,
+        }
+    }
+}
+
+/// A stored agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Agent {
+    /// Its id.
+    pub id: AgentId,
+    /// Display name.
+    pub name: String,
+    /// Its kind.
+    pub kind: AgentKind,
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+    /// Concurrent task capacity.
+    pub capacity: u32,
+    /// Current status.
+    pub status: AgentStatus,
+    /// Sequence number of the last accepted heartbeat.
+    pub last_seq: Option<u64>,
+    /// Time of the last accepted heartbeat (registration time before the first).
+    pub last_heartbeat_at: DateTime<Utc>,
+    /// Registration time.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// A heartbeat: a strictly increasing sequence number per agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Heartbeat {
+    /// Sequence number; must exceed the last accepted one.
+    pub seq: u64,
+}
+
+/// The answer to an accepted heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HeartbeatAck {
+    /// The agent's status after the heartbeat (a first heartbeat moves `Spawning` to `Idle`).
+    pub status: AgentStatus,
+    /// Heartbeats missing between the previous accepted one and this one (sequence gap).
+    pub gap: u64,
+}
+
+/// An agent whose heartbeat is overdue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct OverdueAgent {
+    /// The agent as stored.
+    pub agent: Agent,
+    /// Time since its last heartbeat.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub silent_for: Duration,
+    /// Whole TTL periods missed (1 = one heartbeat missed).
+    pub missed: u32,
+}

@@ -1,0 +1,230 @@
+//! Memories: lessons stored for later tasks, found again by hybrid (vector + keyword) search.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::MemoryId;
+use crate::macros::string_enum;
+use crate::rrf::{self, RankedList, RrfParams};
+
+string_enum! {
+    /// What a memory records.
+    pub enum MemoryKind: "memory kind" {
+        /// How an error was fixed.
+        ErrorFix => "error_fix",
+        /// Something found about the system.
+        Discovery => "discovery",
+        /// A decision and its reason.
+        Decision => "decision",
+        /// A general lesson.
+        Learning => "learning",
+        /// A pitfall to avoid.
+        Warning => "warning",
+        /// Facts about the codebase.
+        CodebaseKnowledge => "codebase_knowledge",
+    }
+}
+
+/// A memory to store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct NewMemory {
+    /// Its id.
+    pub id: MemoryId,
+    /// What it records.
+    pub kind: MemoryKind,
+    /// The text (searched by keywords).
+    pub text: String,
+    /// Its embedding (searched by cosine similarity).
+    pub embedding: Vec<f32>,
+    /// Free-form details.
+    pub metadata: Value,
+}
+
+impl NewMemory {
+    /// A memory of `kind` with `text` and `embedding`.
+    pub fn new(kind: MemoryKind, text: impl Into<String>, embedding: Vec<f32>) -> Self {
+        Self { id: MemoryId::new(), kind, text: text.into(), embedding, metadata: Value::Null }
+    }
+}
+
+/// A stored memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Memory {
+    /// Its id.
+    pub id: MemoryId,
+    /// What it records.
+    pub kind: MemoryKind,
+    /// The text.
+    pub text: String,
+    /// Its embedding.
+    pub embedding: Vec<f32>,
+    /// Free-form details.
+    pub metadata: Value,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which signals a search uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchMode {
+    /// Vector and keyword lists fused by weighted RRF.
+    #[default]
+    Hybrid,
+    /// Cosine similarity only.
+    Vector,
+    /// Keyword relevance only.
+    Keyword,
+}
+
+/// Weights and RRF parameters for hybrid search.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct HybridParams {
+    /// Weight of the vector list (OmoiOS: 0.6).
+    pub vector_weight: f64,
+    /// Weight of the keyword list (OmoiOS: 0.4).
+    pub keyword_weight: f64,
+    /// Fusion constant and missing-rank rule.
+    pub rrf: RrfParams,
+    /// Candidates fetched from each list, as a multiple of the limit (OmoiOS: 2).
+    pub candidate_factor: usize,
+}
+
+impl Default for HybridParams {
+    fn default() -> Self {
+        Self { vector_weight: 0.6, keyword_weight: 0.4, rrf: RrfParams::default(), candidate_factor: 2 }
+    }
+}
+
+/// A search request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MemoryQuery {
+    /// Keyword query: a memory matches if it contains any of the terms; more and rarer
+    /// matching terms rank higher.
+    pub text: String,
+    /// Query embedding (required for vector and hybrid search).
+    pub embedding: Option<Vec<f32>>,
+    /// Results wanted.
+    pub limit: usize,
+    /// Restrict to these kinds (empty = all).
+    pub kinds: Vec<MemoryKind>,
+    /// Signals used.
+    pub mode: SearchMode,
+    /// Fusion parameters for hybrid mode.
+    pub hybrid: HybridParams,
+}
+
+impl MemoryQuery {
+    /// A hybrid query with OmoiOS's defaults (top 5).
+    pub fn hybrid(text: impl Into<String>, embedding: Vec<f32>) -> Self {
+        Self {
+            text: text.into(),
+            embedding: Some(embedding),
+            limit: 5,
+            kinds: Vec::new(),
+            mode: SearchMode::Hybrid,
+            hybrid: HybridParams::default(),
+        }
+    }
+
+    /// The same query with another mode.
+    pub fn with_mode(mut self, mode: SearchMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The same query with another limit.
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// How many candidates each list should return before fusion.
+    pub fn candidates(&self) -> usize {
+        match self.mode {
+            SearchMode::Hybrid => self.limit.saturating_mul(self.hybrid.candidate_factor.max(1)),
+            _ => self.limit,
+        }
+    }
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MemoryHit {
+    /// The memory.
+    pub memory: Memory,
+    /// Fused score (hybrid), cosine similarity (vector) or keyword relevance (keyword).
+    pub score: f64,
+    /// 1-based rank in the vector list, if it was there.
+    pub vector_rank: Option<usize>,
+    /// 1-based rank in the keyword list, if it was there.
+    pub keyword_rank: Option<usize>,
+}
+
+/// Fuses an adapter's vector and keyword candidate lists (best first) by the query's weights.
+/// Every adapter calls this, so hybrid ranking is identical across backends. Returns
+/// `(id, fused score, vector rank, keyword rank)`, best first, at most `query.limit`.
+pub fn fuse_candidates(
+    query: &MemoryQuery,
+    vector: Vec<MemoryId>,
+    keyword: Vec<MemoryId>,
+) -> Vec<(MemoryId, f64, Option<usize>, Option<usize>)> {
+    let lists =
+        [RankedList::new(query.hybrid.vector_weight, vector), RankedList::new(query.hybrid.keyword_weight, keyword)];
+    rrf::fuse(&lists, &query.hybrid.rrf)
+        .into_iter()
+        .take(query.limit)
+        .map(|f| (f.item, f.score, f.ranks[0], f.ranks[1]))
+        .collect()
+}
+
+/// Cosine similarity of two vectors; 0 when either is all zeros or their lengths differ.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    if a.len() != b.len() {
+        return 0.0;
+    }
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na.sqrt() * nb.sqrt()) }
+}
+
+/// Lower-cased alphanumeric terms of `text`, as keyword search sees them.
+pub fn terms(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_basics() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-12);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-12);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+        assert_eq!(cosine(&[1.0], &[1.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn terms_split_on_punctuation_and_lowercase() {
+        assert_eq!(terms("Pool-exhausted: DB_conn!"), ["pool", "exhausted", "db", "conn"]);
+    }
+
+    #[test]
+    fn fusion_prefers_items_both_lists_agree_on() {
+        let (a, b, c) = (MemoryId::new(), MemoryId::new(), MemoryId::new());
+        let q = MemoryQuery::hybrid("x", vec![1.0]);
+        let fused = fuse_candidates(&q, vec![b, c, a], vec![a, c]);
+        let order: Vec<_> = fused.iter().map(|f| f.0).collect();
+        assert_eq!(order, vec![c, a, b]);
+        assert_eq!(fused[0].2, Some(2));
+        assert_eq!(fused[0].3, Some(2));
+    }
+}

@@ -1,0 +1,10 @@
+//! Domain types: tasks, specs, tickets, agents, discoveries, memories and events.
+
+pub mod agent;
+pub mod common;
+pub mod discovery;
+pub mod event;
+pub mod memory;
+pub mod spec;
+pub mod task;
+pub mod ticket;

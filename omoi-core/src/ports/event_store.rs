@@ -1,0 +1,28 @@
+//! The `EventStore` port: an append-only log of typed events with cursors, tailed live.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::error::StoreError;
+use crate::event::{Cursor, Event, StoredEvent};
+
+/// A live event stream: every event after the starting cursor, then new ones as they are written.
+pub type EventStream = BoxStream<'static, Result<StoredEvent, StoreError>>;
+
+/// The event log.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends events that are not tied to a stored state change (phase attempts, trajectory
+    /// steps, interventions). Returns their cursors.
+    async fn append_events(&self, events: Vec<Event>) -> Result<Vec<Cursor>, StoreError>;
+
+    /// Up to `limit` events with a cursor greater than `after`, in cursor order.
+    async fn read_events(&self, after: Cursor, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Every event after `after` (replay), then live events as they are written, in cursor
+    /// order without gaps or repeats.
+    async fn subscribe(&self, after: Cursor) -> Result<EventStream, StoreError>;
+
+    /// The cursor of the latest event ([`Cursor::START`] if none).
+    async fn last_cursor(&self) -> Result<Cursor, StoreError>;
+}
