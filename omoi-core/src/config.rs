@@ -66,7 +66,11 @@ impl OmoiConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |field, reason: &str| Err(ConfigError { field, reason: reason.to_owned() });
         let unit = |field, v: f64| {
-            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(ConfigError { field, reason: format!("{v} is not within 0..=1") }) }
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(ConfigError { field, reason: format!("{v} is not within 0..=1") })
+            }
         };
         if self.queue.max_attempts == 0 {
             return err("queue.max_attempts", "must be at least 1");

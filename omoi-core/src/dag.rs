@@ -321,10 +321,7 @@ mod tests {
 
     #[test]
     fn unknown_reference_and_duplicates_are_rejected() {
-        assert_eq!(
-            Dag::new([(1, vec![9])]).unwrap_err(),
-            DagError::UnknownReference { node: 1, missing: 9 }
-        );
+        assert_eq!(Dag::new([(1, vec![9])]).unwrap_err(), DagError::UnknownReference { node: 1, missing: 9 });
         assert_eq!(Dag::new([(1, vec![]), (1, vec![])]).unwrap_err(), DagError::DuplicateNode(1));
         let dag = Dag::with_external([(1, vec![9])], |k| *k == 9).unwrap();
         assert_eq!(dag.external_dependencies(&1), &[9]);

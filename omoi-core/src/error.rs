@@ -174,10 +174,13 @@ mod tests {
 
     #[test]
     fn messages_name_what_went_wrong() {
-        let e = StoreError::Cycle { path: vec![TaskRef::Local("TSK-1".into()), TaskRef::Local("TSK-2".into()), TaskRef::Local("TSK-1".into())] };
+        let e = StoreError::Cycle {
+            path: vec![TaskRef::Local("TSK-1".into()), TaskRef::Local("TSK-2".into()), TaskRef::Local("TSK-1".into())],
+        };
         assert_eq!(e.to_string(), "dependency cycle: TSK-1 -> TSK-2 -> TSK-1");
         let id = TaskId::new();
-        let t = StoreError::transition("task", id, TransitionError { from: TaskState::Completed, event: TaskEvent::Claim });
+        let t =
+            StoreError::transition("task", id, TransitionError { from: TaskState::Completed, event: TaskEvent::Claim });
         assert!(t.to_string().contains("`claim` is not allowed from `completed`"));
     }
 }

@@ -36,6 +36,7 @@ pub mod domain;
 pub mod error;
 pub mod ids;
 pub mod ports;
+pub mod queue;
 pub mod rrf;
 pub mod state;
 
@@ -61,8 +62,8 @@ pub use ports::clock::{Clock, SystemClock};
 pub use ports::embedder::{EmbedError, Embedder, HashingEmbedder};
 pub use ports::event_store::{EventStore, EventStream};
 pub use ports::llm::{
-    CompletionRequest, CompletionResponse, ContentBlock, LlmClient, LlmError, Message, OutputSchema, Role,
-    StopReason, ToolCall, ToolSpec,
+    CompletionRequest, CompletionResponse, ContentBlock, LlmClient, LlmError, Message, OutputSchema, Role, StopReason,
+    ToolCall, ToolSpec,
 };
 pub use ports::memory_store::MemoryStore;
 pub use ports::sandbox::{

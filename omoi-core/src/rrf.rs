@@ -119,10 +119,8 @@ mod tests {
 
     #[test]
     fn omoios_formula_with_k_60_and_weights_06_04() {
-        let fused = fuse(
-            &[RankedList::new(0.6, vec!["x", "y"]), RankedList::new(0.4, vec!["y"])],
-            &RrfParams::default(),
-        );
+        let fused =
+            fuse(&[RankedList::new(0.6, vec!["x", "y"]), RankedList::new(0.4, vec!["y"])], &RrfParams::default());
         let x = fused.iter().find(|f| f.item == "x").unwrap();
         let y = fused.iter().find(|f| f.item == "y").unwrap();
         // x: 0.6/(60+1) + 0.4/(60 + 1 + 10); y: 0.6/62 + 0.4/61

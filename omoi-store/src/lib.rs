@@ -1,1 +1,27 @@
-//! placeholder
+//! # omoi-store
+//!
+//! Storage adapters for omoi's store ports ([`TaskStore`](omoi_core::TaskStore),
+//! [`SpecStore`](omoi_core::SpecStore), [`AgentStore`](omoi_core::AgentStore),
+//! [`EventStore`](omoi_core::EventStore), [`MemoryStore`](omoi_core::MemoryStore)). Each adapter
+//! sits behind its own feature and passes the same conformance suites from
+//! `omoi_core::testkit`.
+//!
+//! | feature | adapter | ports |
+//! |---|---|---|
+//! | `memory` (default) | [`InMemoryStore`] | all five, in-process |
+//!
+//! Engines depend on the ports only; pick an adapter where you assemble your orchestrator:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use omoi_core::TaskStore;
+//! use omoi_store::InMemoryStore;
+//!
+//! let tasks: Arc<dyn TaskStore> = Arc::new(InMemoryStore::new());
+//! ```
+
+#[cfg(feature = "memory")]
+mod memory;
+
+#[cfg(feature = "memory")]
+pub use memory::InMemoryStore;

@@ -104,3 +104,30 @@ pub struct OverdueAgent {
     /// Whole TTL periods missed (1 = one heartbeat missed).
     pub missed: u32,
 }
+
+/// The status an agent has after an accepted heartbeat: a spawning or degraded agent becomes
+/// idle, idle and running agents keep theirs. Failed, quarantined and terminated agents may not
+/// heartbeat (the refusal names the move to idle). Every adapter applies this rule.
+pub fn status_after_heartbeat(
+    status: AgentStatus,
+) -> Result<AgentStatus, crate::state::TransitionError<AgentStatus, AgentStatus>> {
+    match status {
+        AgentStatus::Spawning | AgentStatus::Degraded => status.transition(AgentStatus::Idle),
+        AgentStatus::Idle | AgentStatus::Running => Ok(status),
+        other => Err(crate::state::TransitionError { from: other, event: AgentStatus::Idle }),
+    }
+}
+
+impl OverdueAgent {
+    /// `agent` as overdue at `now` if it expects heartbeats and has been silent for at least one
+    /// whole TTL period of its kind and status. Every adapter applies this rule.
+    pub fn check(agent: &Agent, cfg: &crate::config::HeartbeatConfig, now: DateTime<Utc>) -> Option<Self> {
+        if !agent.status.expects_heartbeats() {
+            return None;
+        }
+        let ttl = cfg.ttl_for(agent.kind, agent.status);
+        let silent_for = (now - agent.last_heartbeat_at).to_std().ok()?;
+        let missed = u32::try_from(silent_for.as_nanos() / ttl.as_nanos().max(1)).unwrap_or(u32::MAX);
+        (missed >= 1).then(|| OverdueAgent { agent: agent.clone(), silent_for, missed })
+    }
+}

@@ -53,6 +53,8 @@ impl Priority {
     }
 }
 
+// `string_enum!` cannot derive `Default`.
+#[allow(clippy::derivable_impls)]
 impl Default for Priority {
     fn default() -> Self {
         Priority::Medium
@@ -71,6 +73,8 @@ string_enum! {
     }
 }
 
+// `string_enum!` cannot derive `Default`.
+#[allow(clippy::derivable_impls)]
 impl Default for ExecutionMode {
     fn default() -> Self {
         ExecutionMode::Implementation
@@ -97,6 +101,8 @@ string_enum! {
     }
 }
 
+// `string_enum!` cannot derive `Default`.
+#[allow(clippy::derivable_impls)]
 impl Default for WorkPhase {
     fn default() -> Self {
         WorkPhase::Implementation

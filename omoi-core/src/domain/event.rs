@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::discovery::DiscoveryKind;
+use super::task::FencingToken;
 use crate::ids::{AgentId, DiscoveryId, MemoryId, SpecId, TaskId, TicketId};
 use crate::state::{AgentStatus, SpecPhase, SpecState};
-use super::task::FencingToken;
 
 /// Position in the event log. Events carry strictly increasing cursors; reading "after" a
 /// cursor returns every later event.

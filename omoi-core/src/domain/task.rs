@@ -91,10 +91,10 @@ impl TaskDefinition {
         if self.dedup_key.as_deref().is_some_and(|k| k.is_empty()) {
             return Err("dedup_key is empty".into());
         }
-        if let Some(c) = &self.concurrency {
-            if c.limit == 0 || c.key.is_empty() {
-                return Err("concurrency limit needs a non-empty key and a limit of at least 1".into());
-            }
+        if let Some(c) = &self.concurrency
+            && (c.limit == 0 || c.key.is_empty())
+        {
+            return Err("concurrency limit needs a non-empty key and a limit of at least 1".into());
         }
         if self.estimate_hours.is_some_and(|h| !h.is_finite() || h < 0.0) {
             return Err("estimate_hours must be a non-negative number".into());

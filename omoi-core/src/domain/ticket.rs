@@ -84,7 +84,10 @@ mod tests {
         assert_eq!(TicketStatus::derive(&[(Implementation, Running), (Validation, Waiting)]).0, TicketStatus::Building);
         assert_eq!(TicketStatus::derive(&[(Implementation, Completed), (Validation, Ready)]).0, TicketStatus::Testing);
         assert_eq!(TicketStatus::derive(&[(Implementation, Completed), (Validation, Completed)]).0, TicketStatus::Done);
-        assert_eq!(TicketStatus::derive(&[(Implementation, Completed), (Exploration, Cancelled)]).0, TicketStatus::Done);
+        assert_eq!(
+            TicketStatus::derive(&[(Implementation, Completed), (Exploration, Cancelled)]).0,
+            TicketStatus::Done
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ string_enum! {
     }
 }
 
+// `string_enum!` cannot derive `Default`.
+#[allow(clippy::derivable_impls)]
 impl Default for NetworkPolicy {
     fn default() -> Self {
         NetworkPolicy::None
@@ -375,12 +377,8 @@ mod tests {
 
     #[test]
     fn hostile_paths_are_rejected_with_a_reason() {
-        for (p, why) in [
-            ("../etc/passwd", "`..`"),
-            ("a/../../b", "`..`"),
-            ("/etc/passwd", "absolute"),
-            ("a\0b", "NUL"),
-        ] {
+        for (p, why) in [("../etc/passwd", "`..`"), ("a/../../b", "`..`"), ("/etc/passwd", "absolute"), ("a\0b", "NUL")]
+        {
             let err = WorkspacePath::parse(p).unwrap_err();
             assert!(err.reason.contains(why), "{p}: {err}");
         }

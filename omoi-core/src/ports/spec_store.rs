@@ -3,12 +3,12 @@
 
 use async_trait::async_trait;
 
+use crate::Usage;
 use crate::error::StoreError;
 use crate::ids::{SpecId, TicketId};
 use crate::spec::{NewSpec, PhaseCheckpoint, Spec, SyncOutcome, SyncPlan};
 use crate::state::{SpecEvent, SpecState};
 use crate::ticket::Ticket;
-use crate::Usage;
 
 /// Storage for specs and the tickets and tasks they produce.
 #[async_trait]

@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::Usage;
 use crate::error::StoreError;
 use crate::ids::{AgentId, SpecId, TaskId, TicketId};
 use crate::state::TaskState;
 use crate::task::{FencingToken, Lease, NewTask, Task};
-use crate::Usage;
 
 /// What a worker asks for when claiming.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,8 +153,12 @@ pub trait TaskStore: Send + Sync {
 
     /// Completes a leased task (fenced) and, in the same transaction, releases dependents whose
     /// last dependency this was. Returns the released tasks.
-    async fn complete(&self, id: TaskId, token: FencingToken, completion: Completion)
-    -> Result<Vec<TaskId>, StoreError>;
+    async fn complete(
+        &self,
+        id: TaskId,
+        token: FencingToken,
+        completion: Completion,
+    ) -> Result<Vec<TaskId>, StoreError>;
 
     /// Completes several tasks; one result per item, in order. Adapters batch the writes.
     async fn complete_many(

@@ -42,10 +42,8 @@ pub const AGENT_TRANSITIONS: &[(AgentStatus, &[AgentStatus])] = &[
 impl AgentStatus {
     /// `to` if the table allows moving there from `self`.
     pub fn transition(self, to: AgentStatus) -> Result<AgentStatus, TransitionError<AgentStatus, AgentStatus>> {
-        let allowed = AGENT_TRANSITIONS
-            .iter()
-            .find(|(from, _)| *from == self)
-            .is_some_and(|(_, targets)| targets.contains(&to));
+        let allowed =
+            AGENT_TRANSITIONS.iter().find(|(from, _)| *from == self).is_some_and(|(_, targets)| targets.contains(&to));
         if allowed { Ok(to) } else { Err(TransitionError { from: self, event: to }) }
     }
 

@@ -12,8 +12,7 @@ use std::fmt;
 
 pub use agent::{AGENT_TRANSITIONS, AgentStatus};
 pub use spec::{
-    PhaseGuard, SPEC_TRANSITIONS, SpecEvent, SpecEventKind, SpecPhase, SpecRule, SpecState, SpecStateKind,
-    SpecTarget,
+    PhaseGuard, SPEC_TRANSITIONS, SpecEvent, SpecEventKind, SpecPhase, SpecRule, SpecState, SpecStateKind, SpecTarget,
 };
 pub use task::{TASK_TRANSITIONS, TaskEvent, TaskState};
 

@@ -387,8 +387,8 @@ impl schemars::JsonSchema for SpecState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use SpecPhase::*;
+    use proptest::prelude::*;
 
     fn all_events() -> Vec<SpecEvent> {
         let mut v: Vec<SpecEvent> = SpecPhase::ALL.iter().map(|p| SpecEvent::Start(*p)).collect();

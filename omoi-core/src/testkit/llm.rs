@@ -1,0 +1,265 @@
+//! `ScriptedLlm`: an [`LlmClient`] that plays queued responses and records every request.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Usage;
+use crate::ports::llm::{CompletionRequest, CompletionResponse, ContentBlock, LlmClient, LlmError, StopReason};
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub enum Scripted {
+    /// Answer with this response.
+    Response(CompletionResponse),
+    /// Fail with this error.
+    Error(LlmError),
+}
+
+/// Routes a request to a named track (see [`ScriptedLlm::with_router`]).
+pub type Router = Arc<dyn Fn(&CompletionRequest) -> String + Send + Sync>;
+
+/// A recorded conversation: the responses a model gave, per track, in order. Stored as JSON
+/// next to the code that replays it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recording {
+    /// Responses by track name (`""` is the default track).
+    pub tracks: BTreeMap<String, Vec<CompletionResponse>>,
+}
+
+/// Plays queued responses, including tool calls, in order; records every request; returns
+/// [`LlmError::ScriptExhausted`] (naming the unanswered request) when its script runs out.
+///
+/// With a router, requests are matched to named tracks (for example by a task id in the system
+/// prompt), so concurrent conversations each get their own script.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use omoi_core::{CompletionRequest, LlmClient, LlmError, testkit::ScriptedLlm};
+///
+/// let llm = ScriptedLlm::new();
+/// llm.push_text("hello");
+/// llm.push_tool_call("read_file", serde_json::json!({"path": "README.md"}));
+/// assert_eq!(llm.complete(&CompletionRequest::new("hi")).await.unwrap().text(), "hello");
+/// assert_eq!(llm.complete(&CompletionRequest::new("next")).await.unwrap().tool_calls()[0].name, "read_file");
+/// assert!(matches!(llm.complete(&CompletionRequest::new("more")).await, Err(LlmError::ScriptExhausted { served: 2, .. })));
+/// assert_eq!(llm.requests().len(), 3);
+/// # });
+/// ```
+pub struct ScriptedLlm {
+    model: String,
+    tracks: Mutex<BTreeMap<String, VecDeque<Scripted>>>,
+    log: Mutex<Vec<(String, CompletionRequest)>>,
+    router: Option<Router>,
+    served: Mutex<usize>,
+    cost_per_token: f64,
+}
+
+impl std::fmt::Debug for ScriptedLlm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptedLlm")
+            .field("model", &self.model)
+            .field("remaining", &self.remaining())
+            .field("requests", &self.log.lock().len())
+            .finish()
+    }
+}
+
+impl Default for ScriptedLlm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScriptedLlm {
+    /// An empty script on the default track.
+    pub fn new() -> Self {
+        Self {
+            model: "scripted".into(),
+            tracks: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(Vec::new()),
+            router: None,
+            served: Mutex::new(0),
+            cost_per_token: 0.0,
+        }
+    }
+
+    /// Routes each request to the track `router` names.
+    pub fn with_router(mut self, router: impl Fn(&CompletionRequest) -> String + Send + Sync + 'static) -> Self {
+        self.router = Some(Arc::new(router));
+        self
+    }
+
+    /// Charges this many US dollars per token in the reported usage (default 0).
+    pub fn with_cost_per_token(mut self, usd: f64) -> Self {
+        self.cost_per_token = usd;
+        self
+    }
+
+    /// A client replaying `recording`.
+    pub fn from_recording(recording: Recording) -> Self {
+        let llm = Self::new();
+        for (track, responses) in recording.tracks {
+            for r in responses {
+                llm.push_to(&track, Scripted::Response(r));
+            }
+        }
+        llm
+    }
+
+    /// Queues an answer on `track`.
+    pub fn push_to(&self, track: &str, item: Scripted) {
+        self.tracks.lock().entry(track.to_owned()).or_default().push_back(item);
+    }
+
+    /// Queues a text answer on the default track.
+    pub fn push_text(&self, text: impl Into<String>) {
+        self.push_to("", Scripted::Response(text_response(text)));
+    }
+
+    /// Queues a JSON answer (as text) on the default track.
+    pub fn push_json(&self, value: &impl Serialize) {
+        self.push_text(serde_json::to_string(value).unwrap_or_default());
+    }
+
+    /// Queues one tool call on the default track.
+    pub fn push_tool_call(&self, name: &str, input: Value) {
+        self.push_to("", Scripted::Response(tool_response(&[(name, input)])));
+    }
+
+    /// Queues an error on the default track.
+    pub fn push_error(&self, error: LlmError) {
+        self.push_to("", Scripted::Error(error));
+    }
+
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<CompletionRequest> {
+        self.log.lock().iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// Every request received on `track`, in order.
+    pub fn requests_on(&self, track: &str) -> Vec<CompletionRequest> {
+        self.log.lock().iter().filter(|(t, _)| t == track).map(|(_, r)| r.clone()).collect()
+    }
+
+    /// Answers still queued, over all tracks.
+    pub fn remaining(&self) -> usize {
+        self.tracks.lock().values().map(VecDeque::len).sum()
+    }
+}
+
+/// A response with one text block and a token estimate of 1 token per 4 characters.
+pub fn text_response(text: impl Into<String>) -> CompletionResponse {
+    let text = text.into();
+    let output_tokens = (text.len() as u64).div_ceil(4);
+    CompletionResponse {
+        content: vec![ContentBlock::Text { text }],
+        stop_reason: StopReason::EndTurn,
+        usage: Usage { input_tokens: 0, output_tokens, cost_usd: 0.0 },
+        model: "scripted".into(),
+    }
+}
+
+/// A response calling each `(tool, input)` in order.
+pub fn tool_response(calls: &[(&str, Value)]) -> CompletionResponse {
+    let content = calls
+        .iter()
+        .enumerate()
+        .map(|(i, (name, input))| ContentBlock::ToolUse {
+            id: format!("call_{i}_{name}"),
+            name: (*name).to_owned(),
+            input: input.clone(),
+        })
+        .collect::<Vec<_>>();
+    let output_tokens = serde_json::to_string(&content).map(|s| s.len() as u64 / 4).unwrap_or(0);
+    CompletionResponse {
+        content,
+        stop_reason: StopReason::ToolUse,
+        usage: Usage { input_tokens: 0, output_tokens, cost_usd: 0.0 },
+        model: "scripted".into(),
+    }
+}
+
+fn request_chars(req: &CompletionRequest) -> usize {
+    req.system.as_deref().map_or(0, str::len) + serde_json::to_string(&req.messages).map_or(0, |s| s.len())
+}
+
+#[async_trait]
+impl LlmClient for ScriptedLlm {
+    async fn complete(&self, request: &CompletionRequest) -> Result<CompletionResponse, LlmError> {
+        let track = self.router.as_ref().map(|r| r(request)).unwrap_or_default();
+        self.log.lock().push((track.clone(), request.clone()));
+        let next = self.tracks.lock().get_mut(&track).and_then(VecDeque::pop_front);
+        let mut served = self.served.lock();
+        match next {
+            Some(Scripted::Response(mut r)) => {
+                *served += 1;
+                r.usage.input_tokens = (request_chars(request) as u64).div_ceil(4);
+                r.usage.cost_usd = r.usage.total_tokens() as f64 * self.cost_per_token;
+                Ok(r)
+            }
+            Some(Scripted::Error(e)) => {
+                *served += 1;
+                Err(e)
+            }
+            None => {
+                let last = request.messages.last().map(|m| m.text()).unwrap_or_default();
+                let preview: String = last.chars().take(120).collect();
+                Err(LlmError::ScriptExhausted {
+                    served: *served,
+                    detail: format!("no response queued on track {track:?} for a request ending with {preview:?}"),
+                })
+            }
+        }
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tracks_keep_concurrent_conversations_apart() {
+        let llm = ScriptedLlm::new().with_router(|r| r.system.clone().unwrap_or_default());
+        llm.push_to("a", Scripted::Response(text_response("for a")));
+        llm.push_to("b", Scripted::Response(text_response("for b")));
+        let mut rb = CompletionRequest::new("x");
+        rb.system = Some("b".into());
+        let mut ra = CompletionRequest::new("x");
+        ra.system = Some("a".into());
+        assert_eq!(llm.complete(&rb).await.unwrap().text(), "for b");
+        assert_eq!(llm.complete(&ra).await.unwrap().text(), "for a");
+        assert_eq!(llm.requests_on("a").len(), 1);
+        let err = llm.complete(&ra).await.unwrap_err();
+        assert!(err.to_string().contains("track \"a\""), "{err}");
+    }
+
+    #[tokio::test]
+    async fn usage_estimates_tokens_and_cost() {
+        let llm = ScriptedLlm::new().with_cost_per_token(0.001);
+        llm.push_text("12345678");
+        let r = llm.complete(&CompletionRequest::new("a".repeat(400))).await.unwrap();
+        assert_eq!(r.usage.output_tokens, 2);
+        assert!(r.usage.input_tokens >= 100);
+        assert!((r.usage.cost_usd - r.usage.total_tokens() as f64 * 0.001).abs() < 1e-12);
+    }
+
+    #[tokio::test]
+    async fn recordings_round_trip_through_json() {
+        let mut rec = Recording::default();
+        rec.tracks
+            .insert(String::new(), vec![text_response("one"), tool_response(&[("finish", serde_json::json!({}))])]);
+        let json = serde_json::to_string(&rec).unwrap();
+        let llm = ScriptedLlm::from_recording(serde_json::from_str(&json).unwrap());
+        assert_eq!(llm.remaining(), 2);
+        assert_eq!(llm.complete(&CompletionRequest::new("q")).await.unwrap().text(), "one");
+    }
+}

@@ -1,0 +1,150 @@
+//! One macro per port: each expands every scenario of that port's suite into a
+//! `#[tokio::test]` inside a module named after the port.
+
+/// Expands scenarios of a suite into tests. Internal; use the per-port macros.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __omoi_suite {
+    ($module:ident, $factory:expr, [$($scenario:ident),* $(,)?]) => {
+        #[allow(non_snake_case)]
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let clock = $crate::testkit::ManualClock::new();
+                    let Some(store) = ($factory)(::std::sync::Arc::clone(&clock)).await else { return };
+                    let harness = $crate::testkit::suites::$module::Harness::new(store, clock);
+                    let run = $crate::testkit::suites::$module::$scenario(harness);
+                    ::tokio::time::timeout(::std::time::Duration::from_secs(180), run)
+                        .await
+                        .expect(concat!(stringify!($scenario), " did not finish within 180 s"));
+                }
+            )*
+        }
+    };
+}
+
+/// Runs the whole [`TaskStore`](crate::TaskStore) suite against an adapter. The factory is
+/// `async fn(Arc<ManualClock>) -> Option<Arc<S>>` with `S: TaskStore + EventStore`.
+#[macro_export]
+macro_rules! task_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            task_store,
+            $factory,
+            [
+                insert_and_get_round_trip_every_field,
+                claim_is_exactly_once_under_16_concurrent_claimers,
+                chain_releases_each_task_only_after_its_dependency_completed,
+                diamond_join_is_claimable_only_after_both_branches_completed,
+                cycle_in_batch_is_rejected_naming_the_path_and_nothing_is_inserted,
+                unknown_dependency_is_rejected_and_nothing_is_inserted,
+                invalid_or_duplicate_tasks_reject_the_whole_batch,
+                dependencies_on_stored_tasks_decide_the_initial_state,
+                expired_lease_is_reclaimed_and_the_stale_holder_is_fenced,
+                renewed_lease_survives_past_its_original_expiry,
+                failed_attempt_is_not_claimable_before_its_backoff_elapses,
+                exhausted_attempts_dead_letter_the_task_and_block_its_dependents,
+                permanent_failure_dead_letters_at_once,
+                cancel_cascades_blocked_to_transitive_dependents,
+                redrive_of_a_dead_letter_unblocks_its_dependents,
+                claims_follow_priority_then_fifo_within_a_priority,
+                capability_filter_hands_out_only_matching_tasks,
+                concurrency_key_limits_simultaneous_leases,
+                dedup_key_is_unique_among_non_terminal_tasks,
+                release_returns_the_task_without_using_an_attempt,
+                reclaim_holder_takes_back_a_failed_agents_tasks,
+                every_state_change_emits_one_event_in_order,
+                future_run_at_delays_the_first_claim,
+                start_and_renew_require_the_current_token,
+                list_and_count_filter_by_state_and_spec,
+                oversized_result_is_rejected_and_the_lease_is_kept,
+                complete_many_reports_each_item,
+            ]
+        );
+    };
+}
+
+/// Runs the whole [`SpecStore`](crate::SpecStore) suite against an adapter. The factory yields
+/// `Arc<S>` with `S: SpecStore + TaskStore + EventStore`.
+#[macro_export]
+macro_rules! spec_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            spec_store,
+            $factory,
+            [
+                create_get_and_list_specs,
+                spec_transitions_follow_the_table_and_emit_events,
+                checkpoints_are_kept_and_next_phase_skips_them,
+                usage_accumulates_across_calls,
+                sync_materializes_tickets_and_tasks_with_dependencies,
+                sync_is_idempotent_same_ids_nothing_new,
+                sync_rejects_unknown_local_ids_and_cycles_creating_nothing,
+                sync_of_an_extended_plan_creates_only_the_new_tasks,
+                ticket_status_is_derived_from_its_tasks,
+            ]
+        );
+    };
+}
+
+/// Runs the whole [`AgentStore`](crate::AgentStore) suite against an adapter. The factory
+/// yields `Arc<S>` with `S: AgentStore`.
+#[macro_export]
+macro_rules! agent_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            agent_store,
+            $factory,
+            [
+                first_heartbeat_moves_a_spawning_agent_to_idle,
+                heartbeat_sequence_must_increase_and_gaps_are_reported,
+                overdue_agents_are_found_by_ttl_with_missed_periods,
+                agent_transition_table_is_enforced,
+                degraded_agent_recovers_on_heartbeat,
+                failed_agent_cannot_heartbeat,
+                list_agents_filters_by_status,
+            ]
+        );
+    };
+}
+
+/// Runs the whole [`EventStore`](crate::EventStore) suite against an adapter. The factory
+/// yields `Arc<S>` with `S: EventStore`.
+#[macro_export]
+macro_rules! event_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            event_store,
+            $factory,
+            [
+                appended_events_get_increasing_cursors_and_read_back_in_order,
+                read_after_a_cursor_returns_only_later_events_up_to_the_limit,
+                subscribe_replays_then_tails_live_without_gaps_or_repeats,
+                subscriber_resumes_from_its_last_cursor_after_reconnecting,
+                concurrent_appenders_produce_one_total_order,
+            ]
+        );
+    };
+}
+
+/// Runs the whole [`MemoryStore`](crate::MemoryStore) suite against an adapter. The factory
+/// yields `Arc<S>` with `S: MemoryStore`, storing 3-dimensional embeddings.
+#[macro_export]
+macro_rules! memory_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            memory_store,
+            $factory,
+            [
+                put_and_get_round_trip,
+                hybrid_search_ranks_agreement_first_where_vector_and_keyword_disagree,
+                vector_and_keyword_modes_rank_by_one_signal,
+                kind_filter_and_limit_apply,
+                wrong_dimension_is_rejected,
+            ]
+        );
+    };
+}

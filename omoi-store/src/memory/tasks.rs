@@ -1,0 +1,561 @@
+//! `TaskStore` for the in-memory adapter: rows, a queue index and the dependency graph.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use omoi_core::ports::clock::add_duration;
+use omoi_core::queue::plan_batch;
+use omoi_core::task::check_payload;
+use omoi_core::{
+    AgentId, ClaimRequest, ClaimedTask, Completion, Event, FailOutcome, Failure, FencingToken, Lease, NewTask, SpecId,
+    StoreError, Task, TaskCounts, TaskEvent, TaskFilter, TaskId, TaskState, TaskStore, TicketId, Usage,
+};
+use uuid::Uuid;
+
+use super::{InMemoryStore, State};
+
+/// Queue order key: urgency band (0 = critical), then `run_at`, then id.
+type QueueKey = (u8, DateTime<Utc>, TaskId);
+
+/// Why an attempt was lost.
+enum Loss {
+    /// The holder reported a failure.
+    Failed(Failure),
+    /// The lease lapsed or its holder failed.
+    LeaseLost,
+}
+
+struct Row {
+    task: Task,
+    /// Dependencies not yet completed.
+    unmet: usize,
+    /// Claims so far: the source of fencing tokens.
+    claims: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Tasks {
+    rows: BTreeMap<TaskId, Row>,
+    dependents: HashMap<TaskId, Vec<TaskId>>,
+    /// `Ready` tasks in queue order.
+    ready: BTreeSet<QueueKey>,
+    /// Leased tasks by expiry.
+    leased: BTreeSet<(DateTime<Utc>, TaskId)>,
+    /// Dedup key → the non-terminal task holding it.
+    dedup: HashMap<String, TaskId>,
+    /// Concurrency key → leased tasks with that key.
+    running_per_key: HashMap<String, u32>,
+    /// Ticket → its tasks.
+    pub(super) by_ticket: HashMap<TicketId, Vec<TaskId>>,
+}
+
+fn band(task: &Task) -> u8 {
+    3 - task.def.priority.rank()
+}
+
+fn key(task: &Task) -> QueueKey {
+    (band(task), task.run_at, task.id)
+}
+
+fn step(task: &mut Task, event: TaskEvent, now: DateTime<Utc>) -> Result<TaskState, StoreError> {
+    let next = task.state.apply(event).map_err(|e| StoreError::transition("task", task.id, e))?;
+    task.state = next;
+    task.updated_at = now;
+    Ok(next)
+}
+
+impl Tasks {
+    pub(super) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub(super) fn get(&self, id: &TaskId) -> Option<&Task> {
+        self.rows.get(id).map(|r| &r.task)
+    }
+
+    fn row(&mut self, id: TaskId) -> Result<&mut Row, StoreError> {
+        self.rows.get_mut(&id).ok_or_else(|| StoreError::not_found("task", id))
+    }
+
+    /// The row if `token` is its current lease, else `StaleLease` (or `NotFound`).
+    fn fenced(&mut self, id: TaskId, token: FencingToken) -> Result<&mut Row, StoreError> {
+        let row = self.row(id)?;
+        match row.task.lease {
+            Some(l) if l.token == token && row.task.state.is_leased() => Ok(row),
+            _ => Err(StoreError::StaleLease { task: id, presented: token }),
+        }
+    }
+
+    /// Validates a batch without changing anything; returns initial states.
+    pub(super) fn validate(&self, batch: &[NewTask]) -> Result<Vec<TaskState>, StoreError> {
+        let states = plan_batch(batch, |id| self.get(id).map(|t| t.state))?;
+        for t in batch {
+            if let Some(k) = &t.def.dedup_key
+                && let Some(holder) = self.dedup.get(k)
+            {
+                return Err(StoreError::DuplicateKey { key: k.clone(), existing: Some(*holder) });
+            }
+        }
+        Ok(states)
+    }
+
+    /// Inserts a validated batch.
+    pub(super) fn apply(
+        &mut self,
+        batch: Vec<NewTask>,
+        states: Vec<TaskState>,
+        now: DateTime<Utc>,
+        events: &mut Vec<Event>,
+    ) -> Vec<TaskId> {
+        let mut ids = Vec::with_capacity(batch.len());
+        for (new, state) in batch.into_iter().zip(states) {
+            let unmet =
+                new.dependencies.iter().filter(|d| self.get(d).is_none_or(|t| t.state != TaskState::Completed)).count();
+            for d in &new.dependencies {
+                self.dependents.entry(*d).or_default().push(new.id);
+            }
+            let task = Task {
+                id: new.id,
+                def: new.def,
+                links: new.links,
+                dependencies: new.dependencies,
+                state,
+                attempts: 0,
+                run_at: new.run_at.unwrap_or(now),
+                lease: None,
+                result: None,
+                last_error: None,
+                usage: Usage::default(),
+                created_at: now,
+                updated_at: now,
+            };
+            if let Some(k) = &task.def.dedup_key {
+                self.dedup.insert(k.clone(), task.id);
+            }
+            if let Some(ticket) = task.links.ticket_id {
+                self.by_ticket.entry(ticket).or_default().push(task.id);
+            }
+            if state == TaskState::Ready {
+                self.ready.insert(key(&task));
+            }
+            events.push(Event::TaskCreated { task_id: task.id, state, spec_id: task.links.spec_id });
+            ids.push(task.id);
+            self.rows.insert(task.id, Row { task, unmet, claims: 0 });
+        }
+        ids
+    }
+
+    fn claim(&mut self, req: &ClaimRequest, now: DateTime<Utc>, events: &mut Vec<Event>) -> Vec<ClaimedTask> {
+        let mut chosen = Vec::new();
+        let mut taken_per_key: HashMap<&str, u32> = HashMap::new();
+        'bands: for b in 0..4u8 {
+            let lo = (b, DateTime::<Utc>::MIN_UTC, TaskId::from_uuid(Uuid::nil()));
+            let hi = (b, now, TaskId::from_uuid(Uuid::max()));
+            for &(_, _, id) in self.ready.range(lo..=hi) {
+                if chosen.len() >= req.limit {
+                    break 'bands;
+                }
+                let task = &self.rows[&id].task;
+                if !task.def.capabilities.iter().all(|c| req.capabilities.contains(c)) {
+                    continue;
+                }
+                if let Some(c) = &task.def.concurrency {
+                    let running = self.running_per_key.get(&c.key).copied().unwrap_or(0);
+                    let taken = taken_per_key.entry(c.key.as_str()).or_default();
+                    if running + *taken >= c.limit {
+                        continue;
+                    }
+                    *taken += 1;
+                }
+                chosen.push(id);
+            }
+        }
+        chosen
+            .into_iter()
+            .map(|id| {
+                let row = self.rows.get_mut(&id).expect("ready task has a row");
+                self.ready.remove(&key(&row.task));
+                row.claims += 1;
+                row.task.attempts += 1;
+                let lease = Lease {
+                    holder: req.holder,
+                    token: FencingToken(row.claims),
+                    expires_at: add_duration(now, req.lease_ttl),
+                };
+                row.task.lease = Some(lease);
+                row.task.state = TaskState::Claimed;
+                row.task.updated_at = now;
+                self.leased.insert((lease.expires_at, id));
+                if let Some(c) = &row.task.def.concurrency {
+                    *self.running_per_key.entry(c.key.clone()).or_default() += 1;
+                }
+                events.push(Event::TaskClaimed {
+                    task_id: id,
+                    holder: req.holder,
+                    token: lease.token,
+                    attempt: row.task.attempts,
+                });
+                ClaimedTask { task: row.task.clone(), lease }
+            })
+            .collect()
+    }
+
+    /// Drops the lease bookkeeping of a leased row.
+    fn drop_lease(&mut self, id: TaskId) -> Option<Lease> {
+        let row = self.rows.get_mut(&id)?;
+        let lease = row.task.lease.take()?;
+        self.leased.remove(&(lease.expires_at, id));
+        if let Some(c) = &row.task.def.concurrency
+            && let Some(n) = self.running_per_key.get_mut(&c.key)
+        {
+            *n = n.saturating_sub(1);
+        }
+        Some(lease)
+    }
+
+    fn free_dedup(&mut self, id: TaskId) {
+        if let Some(k) = self.rows.get(&id).and_then(|r| r.task.def.dedup_key.clone())
+            && self.dedup.get(&k) == Some(&id)
+        {
+            self.dedup.remove(&k);
+        }
+    }
+
+    fn complete(
+        &mut self,
+        id: TaskId,
+        token: FencingToken,
+        completion: Completion,
+        now: DateTime<Utc>,
+        events: &mut Vec<Event>,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let row = self.fenced(id, token)?;
+        check_payload("result", &completion.result).map_err(StoreError::InvalidInput)?;
+        let holder = row.task.lease.map(|l| l.holder).expect("fenced row is leased");
+        step(&mut row.task, TaskEvent::Complete, now)?;
+        row.task.result = Some(completion.result);
+        row.task.usage += completion.usage;
+        self.drop_lease(id);
+        self.free_dedup(id);
+        events.push(Event::TaskCompleted { task_id: id, holder });
+        let mut released = Vec::new();
+        for d in self.dependents.get(&id).cloned().unwrap_or_default() {
+            let Some(row) = self.rows.get_mut(&d) else { continue };
+            row.unmet = row.unmet.saturating_sub(1);
+            if row.unmet == 0 && row.task.state == TaskState::Waiting {
+                step(&mut row.task, TaskEvent::DependenciesMet, now)?;
+                self.ready.insert(key(&row.task));
+                events.push(Event::TaskReady { task_id: d });
+                released.push(d);
+            }
+        }
+        Ok(released)
+    }
+
+    /// A lost attempt (a reported failure, or a lease that lapsed or whose holder failed):
+    /// back to the queue with backoff while attempts remain, else dead-lettered.
+    fn lose_attempt(
+        &mut self,
+        id: TaskId,
+        loss: Loss,
+        now: DateTime<Utc>,
+        events: &mut Vec<Event>,
+    ) -> Result<FailOutcome, StoreError> {
+        let lease = self.drop_lease(id);
+        let row = self.row(id)?;
+        let (error, retryable) = match &loss {
+            Loss::Failed(f) => {
+                row.task.usage += f.usage;
+                (f.error.clone(), f.retryable)
+            }
+            Loss::LeaseLost => {
+                (format!("lease lost (holder {})", lease.map(|l| l.holder.to_string()).unwrap_or_default()), true)
+            }
+        };
+        row.task.last_error = Some(error.clone());
+        if retryable && row.task.attempts < row.task.def.max_attempts {
+            step(&mut row.task, TaskEvent::Retry, now)?;
+            let delay = row.task.def.backoff.delay_for(id, row.task.attempts);
+            row.task.run_at = add_duration(now, delay);
+            let (run_at, attempt) = (row.task.run_at, row.task.attempts);
+            self.ready.insert(key(&self.rows[&id].task));
+            events.push(match (loss, lease) {
+                (Loss::LeaseLost, Some(l)) => Event::TaskLeaseExpired { task_id: id, holder: l.holder, token: l.token },
+                _ => Event::TaskRetryScheduled { task_id: id, attempt, run_at, error },
+            });
+            Ok(FailOutcome::Retrying { run_at })
+        } else {
+            step(&mut row.task, TaskEvent::Fail, now)?;
+            let attempts = row.task.attempts;
+            self.free_dedup(id);
+            events.push(Event::TaskFailed { task_id: id, attempts, error });
+            let blocked = self.block_dependents(id, now, events)?;
+            Ok(FailOutcome::DeadLettered { blocked })
+        }
+    }
+
+    /// Blocks every transitive dependent still waiting on `root`.
+    fn block_dependents(
+        &mut self,
+        root: TaskId,
+        now: DateTime<Utc>,
+        events: &mut Vec<Event>,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let mut blocked = Vec::new();
+        let mut queue = VecDeque::from([root]);
+        while let Some(cause) = queue.pop_front() {
+            for d in self.dependents.get(&cause).cloned().unwrap_or_default() {
+                let row = self.row(d)?;
+                if row.task.state == TaskState::Waiting {
+                    step(&mut row.task, TaskEvent::DependencyFailed, now)?;
+                    events.push(Event::TaskBlocked { task_id: d, blocked_by: cause });
+                    blocked.push(d);
+                    queue.push_back(d);
+                }
+            }
+        }
+        Ok(blocked)
+    }
+
+    /// Lets blocked dependents of `root` wait again where no dependency still blocks them.
+    fn unblock_dependents(
+        &mut self,
+        root: TaskId,
+        now: DateTime<Utc>,
+        events: &mut Vec<Event>,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let mut unblocked = Vec::new();
+        let mut queue = VecDeque::from([root]);
+        while let Some(cause) = queue.pop_front() {
+            for d in self.dependents.get(&cause).cloned().unwrap_or_default() {
+                let Some(row) = self.rows.get(&d) else { continue };
+                if row.task.state != TaskState::Blocked {
+                    continue;
+                }
+                let deps = row.task.dependencies.clone();
+                let still_blocked = deps.iter().any(|x| {
+                    self.get(x).is_some_and(|t| {
+                        matches!(t.state, TaskState::Failed | TaskState::Cancelled | TaskState::Blocked)
+                    })
+                });
+                if still_blocked {
+                    continue;
+                }
+                let unmet = deps.iter().filter(|x| self.get(x).is_none_or(|t| t.state != TaskState::Completed)).count();
+                let row = self.row(d)?;
+                row.unmet = unmet;
+                step(&mut row.task, TaskEvent::DependencyRestored, now)?;
+                events.push(Event::TaskUnblocked { task_id: d });
+                unblocked.push(d);
+                queue.push_back(d);
+            }
+        }
+        Ok(unblocked)
+    }
+
+    fn reclaim(
+        &mut self,
+        ids: Vec<TaskId>,
+        now: DateTime<Utc>,
+        events: &mut Vec<Event>,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        for &id in &ids {
+            self.lose_attempt(id, Loss::LeaseLost, now, events)?;
+        }
+        Ok(ids)
+    }
+
+    fn holder_of(&self, id: &TaskId) -> Option<AgentId> {
+        self.get(id).and_then(|t| t.lease.map(|l| l.holder))
+    }
+}
+
+impl InMemoryStore {
+    /// Runs a task mutation and appends the events it produced, all under the lock.
+    fn tasks_write<R>(
+        &self,
+        f: impl FnOnce(&mut Tasks, DateTime<Utc>, &mut Vec<Event>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.write(|state: &mut State, now| {
+            let mut events = Vec::new();
+            let out = f(&mut state.tasks, now, &mut events)?;
+            for e in events {
+                state.emit(now, e);
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[async_trait]
+impl TaskStore for InMemoryStore {
+    async fn insert_tasks(&self, batch: Vec<NewTask>) -> Result<Vec<TaskId>, StoreError> {
+        self.tasks_write(|tasks, now, events| {
+            let states = tasks.validate(&batch)?;
+            Ok(tasks.apply(batch, states, now, events))
+        })
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedTask>, StoreError> {
+        if request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.tasks_write(|tasks, now, events| Ok(tasks.claim(request, now, events)))
+    }
+
+    async fn renew_lease(&self, id: TaskId, token: FencingToken, ttl: Duration) -> Result<Lease, StoreError> {
+        self.tasks_write(|tasks, now, _| {
+            let row = tasks.fenced(id, token)?;
+            let old = row.task.lease.expect("fenced row is leased");
+            let lease = Lease { expires_at: add_duration(now, ttl), ..old };
+            row.task.lease = Some(lease);
+            tasks.leased.remove(&(old.expires_at, id));
+            tasks.leased.insert((lease.expires_at, id));
+            Ok(lease)
+        })
+    }
+
+    async fn start(&self, id: TaskId, token: FencingToken) -> Result<(), StoreError> {
+        self.tasks_write(|tasks, now, events| {
+            let row = tasks.fenced(id, token)?;
+            step(&mut row.task, TaskEvent::Start, now)?;
+            let holder = row.task.lease.map(|l| l.holder).expect("fenced row is leased");
+            events.push(Event::TaskStarted { task_id: id, holder });
+            Ok(())
+        })
+    }
+
+    async fn complete(
+        &self,
+        id: TaskId,
+        token: FencingToken,
+        completion: Completion,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        self.tasks_write(|tasks, now, events| tasks.complete(id, token, completion, now, events))
+    }
+
+    async fn complete_many(
+        &self,
+        items: Vec<(TaskId, FencingToken, Completion)>,
+    ) -> Result<Vec<Result<Vec<TaskId>, StoreError>>, StoreError> {
+        self.tasks_write(|tasks, now, events| {
+            Ok(items.into_iter().map(|(id, token, c)| tasks.complete(id, token, c, now, events)).collect())
+        })
+    }
+
+    async fn fail(&self, id: TaskId, token: FencingToken, failure: Failure) -> Result<FailOutcome, StoreError> {
+        self.tasks_write(|tasks, now, events| {
+            tasks.fenced(id, token)?;
+            tasks.lose_attempt(id, Loss::Failed(failure), now, events)
+        })
+    }
+
+    async fn release(&self, id: TaskId, token: FencingToken) -> Result<(), StoreError> {
+        self.tasks_write(|tasks, now, events| {
+            tasks.fenced(id, token)?;
+            let lease = tasks.drop_lease(id).expect("fenced row is leased");
+            let row = tasks.row(id)?;
+            step(&mut row.task, TaskEvent::Release, now)?;
+            row.task.attempts = row.task.attempts.saturating_sub(1);
+            row.task.run_at = now;
+            tasks.ready.insert(key(&tasks.rows[&id].task));
+            events.push(Event::TaskReleased { task_id: id, holder: lease.holder });
+            Ok(())
+        })
+    }
+
+    async fn cancel(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
+        self.tasks_write(|tasks, now, events| {
+            let row = tasks.row(id)?;
+            let was = row.task.state;
+            let queued = key(&row.task);
+            step(&mut row.task, TaskEvent::Cancel, now)?;
+            if was == TaskState::Ready {
+                tasks.ready.remove(&queued);
+            }
+            tasks.drop_lease(id);
+            tasks.free_dedup(id);
+            events.push(Event::TaskCancelled { task_id: id });
+            tasks.block_dependents(id, now, events)
+        })
+    }
+
+    async fn redrive(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
+        self.tasks_write(|tasks, now, events| {
+            let row = tasks.row(id)?;
+            row.task.state.apply(TaskEvent::Redrive).map_err(|e| StoreError::transition("task", id, e))?;
+            if let Some(k) = row.task.def.dedup_key.clone() {
+                if let Some(holder) = tasks.dedup.get(&k) {
+                    return Err(StoreError::DuplicateKey { key: k, existing: Some(*holder) });
+                }
+                tasks.dedup.insert(k, id);
+            }
+            let row = tasks.row(id)?;
+            step(&mut row.task, TaskEvent::Redrive, now)?;
+            row.task.attempts = 0;
+            row.task.run_at = now;
+            tasks.ready.insert(key(&tasks.rows[&id].task));
+            events.push(Event::TaskRedriven { task_id: id });
+            tasks.unblock_dependents(id, now, events)
+        })
+    }
+
+    async fn reclaim_expired(&self) -> Result<Vec<TaskId>, StoreError> {
+        self.tasks_write(|tasks, now, events| {
+            let expired: Vec<TaskId> =
+                tasks.leased.iter().take_while(|(at, _)| *at <= now).map(|(_, id)| *id).collect();
+            tasks.reclaim(expired, now, events)
+        })
+    }
+
+    async fn reclaim_holder(&self, holder: AgentId) -> Result<Vec<TaskId>, StoreError> {
+        self.tasks_write(|tasks, now, events| {
+            let held: Vec<TaskId> =
+                tasks.leased.iter().map(|(_, id)| *id).filter(|id| tasks.holder_of(id) == Some(holder)).collect();
+            tasks.reclaim(held, now, events)
+        })
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Task, StoreError> {
+        self.read(|s, _| s.tasks.get(&id).cloned().ok_or_else(|| StoreError::not_found("task", id)))
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.read(|s, _| {
+            let start = filter.after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+            Ok(s.tasks
+                .rows
+                .range((start, std::ops::Bound::Unbounded))
+                .map(|(_, r)| &r.task)
+                .filter(|t| filter.matches(t))
+                .take(filter.limit.unwrap_or(usize::MAX))
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn dependents(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
+        self.read(|s, _| {
+            s.tasks.get(&id).ok_or_else(|| StoreError::not_found("task", id))?;
+            Ok(s.tasks.dependents.get(&id).cloned().unwrap_or_default())
+        })
+    }
+
+    async fn count_tasks(&self, spec_id: Option<SpecId>) -> Result<TaskCounts, StoreError> {
+        self.read(|s, _| {
+            let mut counts = TaskCounts::new();
+            for r in s.tasks.rows.values() {
+                if spec_id.is_none_or(|sp| r.task.links.spec_id == Some(sp)) {
+                    *counts.entry(r.task.state).or_default() += 1;
+                }
+            }
+            Ok(counts)
+        })
+    }
+
+    async fn ready_count(&self) -> Result<u64, StoreError> {
+        self.read(|s, now| Ok(s.tasks.ready.iter().filter(|(_, at, _)| *at <= now).count() as u64))
+    }
+}
