@@ -9,7 +9,6 @@
 //! different capabilities, some tasks fail once and are retried with backoff, and the board is
 //! printed as tasks move.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;

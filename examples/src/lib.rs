@@ -14,7 +14,7 @@ pub fn board_line(counts: &TaskCounts) -> String {
     let total: u64 = counts.values().sum();
     let done = get(TaskState::Completed);
     let width = 30u64;
-    let filled = if total == 0 { 0 } else { done * width / total };
+    let filled = (done * width).checked_div(total).unwrap_or(0);
     let mut bar = String::new();
     for i in 0..width {
         bar.push(if i < filled { '#' } else { '.' });
