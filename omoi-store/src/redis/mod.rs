@@ -1,0 +1,1 @@
+//! The redis adapter (being written).

@@ -1,0 +1,1 @@
+//! The sqlite adapter (being written).

@@ -1,0 +1,1 @@
+//! postgres conformance tests (being written).

@@ -1,0 +1,1 @@
+//! redis conformance tests (being written).

@@ -1,0 +1,1 @@
+//! sqlite conformance tests (being written).
