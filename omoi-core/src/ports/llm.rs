@@ -322,6 +322,22 @@ impl LlmError {
     }
 }
 
+/// Asks `llm` for an answer of type `T`: sets the request's output schema to `T`'s JSON schema
+/// (named `name`) and parses the answer with [`CompletionResponse::parse_json`]. A mismatch is
+/// [`LlmError::OutputMismatch`] with the raw text; the response is returned too, for its usage.
+pub async fn complete_as<T: DeserializeOwned + schemars::JsonSchema>(
+    llm: &dyn LlmClient,
+    mut request: CompletionRequest,
+    name: &str,
+) -> Result<(T, CompletionResponse), (LlmError, Option<CompletionResponse>)> {
+    request.output = Some(OutputSchema::of::<T>(name));
+    let response = llm.complete(&request).await.map_err(|e| (e, None))?;
+    match response.parse_json::<T>() {
+        Ok(value) => Ok((value, response)),
+        Err(e) => Err((e, Some(response))),
+    }
+}
+
 /// A language model.
 #[async_trait]
 pub trait LlmClient: Send + Sync {
@@ -359,6 +375,34 @@ mod tests {
         assert!(err.to_string().contains("no JSON"));
         let err = parse_json_text::<Out>("{\"name\": \"a\", ").unwrap_err();
         assert!(matches!(err, LlmError::OutputMismatch { .. }));
+    }
+
+    #[tokio::test]
+    async fn complete_as_sends_the_schema_and_parses_the_answer() {
+        #[derive(Debug, Deserialize, PartialEq, schemars::JsonSchema)]
+        struct Answer {
+            n: u32,
+        }
+        struct Echo;
+        #[async_trait]
+        impl LlmClient for Echo {
+            async fn complete(&self, r: &CompletionRequest) -> Result<CompletionResponse, LlmError> {
+                let has_schema =
+                    r.output.as_ref().is_some_and(|o| o.name == "answer" && o.schema["properties"]["n"].is_object());
+                let text = if has_schema { r#"{"n": 7}"# } else { "no schema" };
+                Ok(CompletionResponse {
+                    content: vec![ContentBlock::Text { text: text.into() }],
+                    stop_reason: StopReason::EndTurn,
+                    usage: Usage::default(),
+                    model: "echo".into(),
+                })
+            }
+            fn model(&self) -> &str {
+                "echo"
+            }
+        }
+        let (a, _) = complete_as::<Answer>(&Echo, CompletionRequest::new("q"), "answer").await.unwrap();
+        assert_eq!(a, Answer { n: 7 });
     }
 
     #[test]
