@@ -93,17 +93,22 @@ build_debootstrap() {
 }
 
 # --- fallback: busybox + host git/python3 -------------------------------------
+cp_into() { # cp_into [cp opts] /abs/path  -> same path inside $ROOTFS
+    local src=${*: -1} opts=("${@:1:$#-1}")
+    mkdir -p "$ROOTFS$(dirname "$src")"
+    cp -a "${opts[@]}" "$src" "$ROOTFS$(dirname "$src")/"
+}
+
 copy_with_libs() { # copy ELF files and every shared lib they need, same paths
     local f lib
     for f in "$@"; do
         [[ -e $f ]] || continue
-        cp -a --parents "$f" "$ROOTFS/" 2>/dev/null || true
+        [[ -e $ROOTFS$f ]] || cp_into "$f" 2>/dev/null || true
         if [[ -f $f ]] && [[ "$(head -c4 "$f" 2>/dev/null | tr -d '\0')" == $'\x7fELF' ]]; then
-            ldd "$f" 2>/dev/null | grep -oE '(/[^ ]+\.so[^ ]*)' | while read -r lib; do
+            { ldd "$f" 2>/dev/null | grep -oE '(/[^ ]+\.so[^ ]*)' || true; } | while read -r lib; do
                 [[ -e $ROOTFS$lib ]] && continue
                 mkdir -p "$ROOTFS$(dirname "$lib")"
                 cp -L "$lib" "$ROOTFS$lib"
-                # Keep the canonical (realpath) name too, for RPATH'd lookups.
             done
         fi
     done
@@ -111,12 +116,15 @@ copy_with_libs() { # copy ELF files and every shared lib they need, same paths
 
 build_busybox() {
     log "building busybox-static rootfs + host git/python3 (fallback)"
-    if ! { [[ -x /bin/busybox ]] && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic'; }; then
+    local bbldd=""
+    [[ -x /bin/busybox ]] && bbldd=$(ldd /bin/busybox 2>&1 || true)
+    if [[ $bbldd != *"not a dynamic"* ]]; then
         apt_install busybox-static
     fi
     rm -rf "$ROOTFS"; mkdir -p "$ROOTFS"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root,proc,sys,dev,lib,lib64,usr/lib,var/tmp}
     chmod 1777 "$ROOTFS/tmp" "$ROOTFS/var/tmp"
     cp /bin/busybox "$ROOTFS/bin/busybox"
+    mknod -m 666 "$ROOTFS/dev/null" c 1 3 2>/dev/null || true   # for the chroot smoke test
     chroot "$ROOTFS" /bin/busybox --install -s
     ln -sf busybox "$ROOTFS/bin/sh"
     cat >"$ROOTFS/etc/passwd" <<'EOF'
@@ -135,20 +143,22 @@ EOF
         local ver; ver=$(basename "$py")             # python3.11
         copy_with_libs "$py"
         ln -sf "$ver" "$ROOTFS/usr/bin/python3"
-        cp -a --parents "/usr/lib/$ver" "$ROOTFS/"
+        cp_into "/usr/lib/$ver"
         copy_with_libs /usr/lib/"$ver"/lib-dynload/*.so
     else
         log "WARNING: no host /usr/bin/python3; image will lack python3"
     fi
     if [[ -x $gitbin ]]; then
         copy_with_libs "$gitbin"
-        [[ -d /usr/lib/git-core ]] && cp -a --parents /usr/lib/git-core "$ROOTFS/" \
-            && copy_with_libs /usr/lib/git-core/*
-        [[ -d /usr/share/git-core ]] && cp -a --parents /usr/share/git-core "$ROOTFS/"
+        if [[ -d /usr/lib/git-core ]]; then
+            cp_into /usr/lib/git-core
+            copy_with_libs /usr/lib/git-core/*
+        fi
+        if [[ -d /usr/share/git-core ]]; then cp_into /usr/share/git-core; fi
     else
         log "WARNING: no host git; image will lack git"
     fi
-    [[ -d /etc/ssl/certs ]] && cp -aL --parents /etc/ssl/certs "$ROOTFS/" 2>/dev/null || true
+    if [[ -d /etc/ssl/certs ]]; then cp_into -L /etc/ssl/certs 2>/dev/null || true; fi
 }
 
 # --- build ------------------------------------------------------------------
