@@ -17,6 +17,9 @@ pub struct ParseEnumError {
     pub expected: String,
 }
 
+/// Declares a fieldless enum whose string form is fixed in one place (see the module docs).
+/// Exported for omoi's other crates, which must depend on `serde` and `schemars`.
+#[macro_export]
 macro_rules! string_enum {
     (
         $(#[$meta:meta])*
@@ -49,12 +52,12 @@ macro_rules! string_enum {
         }
 
         impl ::std::str::FromStr for $name {
-            type Err = $crate::macros::ParseEnumError;
+            type Err = $crate::ParseEnumError;
 
             fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
                 match s {
                     $( $text => Ok($name::$variant), )+
-                    _ => Err($crate::macros::ParseEnumError {
+                    _ => Err($crate::ParseEnumError {
                         kind: $kind,
                         input: s.to_owned(),
                         expected: [$($text),+].join(", "),
@@ -91,4 +94,3 @@ macro_rules! string_enum {
     };
 }
 
-pub(crate) use string_enum;

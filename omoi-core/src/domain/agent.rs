@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::AgentId;
-use crate::macros::string_enum;
+use crate::string_enum;
 use crate::state::AgentStatus;
 
 string_enum! {

@@ -4,7 +4,7 @@ use std::ops::{Add, AddAssign};
 
 use serde::{Deserialize, Serialize};
 
-use crate::macros::string_enum;
+use crate::string_enum;
 
 string_enum! {
     /// Task and ticket priority. Declaration order is urgency order, so `Critical < Low` in `Ord`;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{DiscoveryId, SpecId, TaskId};
-use crate::macros::string_enum;
+use crate::string_enum;
 
 string_enum! {
     /// What kind of new work was found.

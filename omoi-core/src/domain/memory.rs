@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::MemoryId;
-use crate::macros::string_enum;
+use crate::string_enum;
 use crate::rrf::{self, RankedList, RrfParams};
 
 string_enum! {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{ExecutionMode, Priority};
 use crate::ids::{SpecId, TicketId};
-use crate::macros::string_enum;
+use crate::string_enum;
 use crate::state::TaskState;
 
 string_enum! {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Usage;
-use crate::macros::string_enum;
+use crate::string_enum;
 
 string_enum! {
     /// Who wrote a message.

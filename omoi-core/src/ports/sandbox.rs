@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::SandboxId;
-use crate::macros::string_enum;
+use crate::string_enum;
 
 /// Resource limits for a sandbox. `None` leaves the provider's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

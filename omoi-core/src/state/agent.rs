@@ -4,7 +4,7 @@
 //! statuses it may move to. `Terminated` is the only terminal status.
 
 use super::TransitionError;
-use crate::macros::string_enum;
+use crate::string_enum;
 
 string_enum! {
     /// The status of a registered agent.

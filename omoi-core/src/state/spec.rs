@@ -18,7 +18,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::TransitionError;
-use crate::macros::{ParseEnumError, string_enum};
+use crate::macros::ParseEnumError;
+use crate::string_enum;
 
 string_enum! {
     /// The phases of the spec pipeline, in order.

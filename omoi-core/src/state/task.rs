@@ -16,7 +16,7 @@
 //! automatic event and leaves only through [`TaskEvent::Redrive`], an operator's manual retry.
 
 use super::TransitionError;
-use crate::macros::string_enum;
+use crate::string_enum;
 
 string_enum! {
     /// Where a task is in its life.
