@@ -9,6 +9,8 @@
 //! - **State machines** kept as data, one pure transition function each: [`TaskState::apply`],
 //!   [`SpecState::apply`], [`AgentStatus::transition`].
 //! - **Pure algorithms**: dependency graphs ([`dag`]), reciprocal rank fusion ([`rrf`]).
+//! - **EARS requirements** ([`ears`]): parse a requirement sentence into its typed pattern, or
+//!   say what is wrong with it.
 //! - **Configuration**: every threshold, with OmoiOS's defaults ([`config::OmoiConfig`]).
 //! - **Ports**: [`TaskStore`], [`SpecStore`], [`AgentStore`], [`EventStore`], [`MemoryStore`],
 //!   [`LlmClient`], [`Embedder`], [`Sandbox`]/[`SandboxProvider`] and [`Clock`].
@@ -32,6 +34,7 @@ mod macros;
 
 pub mod config;
 pub mod dag;
+pub mod ears;
 pub mod domain;
 pub mod error;
 pub mod ids;
