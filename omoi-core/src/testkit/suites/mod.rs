@@ -7,5 +7,6 @@
 pub mod agent_store;
 pub mod event_store;
 pub mod memory_store;
+pub mod sandbox;
 pub mod spec_store;
 pub mod task_store;
