@@ -9,6 +9,7 @@
 //! | feature | adapter | ports |
 //! |---|---|---|
 //! | `memory` (default) | [`InMemoryStore`] | all five, in-process |
+//! | `postgres` | `PostgresStore` | all five; any number of processes on one database (pgvector for memories) |
 //!
 //! Engines depend on the ports only; pick an adapter where you assemble your orchestrator:
 //!
@@ -31,3 +32,5 @@ mod sqlite;
 
 #[cfg(feature = "memory")]
 pub use memory::InMemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, PostgresStoreBuilder};

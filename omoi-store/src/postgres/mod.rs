@@ -1,1 +1,329 @@
-//! The postgres adapter (being written).
+//! The Postgres adapter: every store port on one Postgres database (with pgvector), shared by
+//! any number of worker processes.
+//!
+//! | port | how |
+//! |---|---|
+//! | `TaskStore` | `FOR UPDATE SKIP LOCKED` claims in batches on a partial index of ready tasks; fencing tokens from a per-task claim counter; batched completion releasing dependents through an edge table with unmet-dependency counts |
+//! | `SpecStore` | specs, checkpoints, tickets; sync keyed by (spec, local id) in one transaction |
+//! | `AgentStore` | one row per agent; heartbeats checked under a row lock |
+//! | `EventStore` | an outbox table written in the same transaction as the state change; `LISTEN`/`NOTIFY` wake-ups with a polling backstop |
+//! | `MemoryStore` | pgvector `vector(dims)` with an HNSW cosine index, a generated `tsvector` with a GIN index, fused by RRF |
+//!
+//! # Claims
+//!
+//! `omoi_claim` (a PL/pgSQL function, one round trip) picks up to `limit` ready rows in queue
+//! order (band, `run_at`, id) from the partial index `tasks_ready` with `FOR UPDATE SKIP LOCKED`,
+//! keeps those whose required capabilities are a subset of the worker's, and leases them. Rows
+//! locked by another claimer are skipped, never waited on, so each lease is handed out once.
+//! Tasks with a concurrency key take a transaction-scoped advisory lock per key (only keyed
+//! tasks pay for it); the count of that key's leases is made after the lock, in a fresh
+//! snapshot, so two claimers can never both push a key over its limit. Each claim increments
+//! the task's claim counter, which is the fencing token (`DESIGN-NOTES.md`, item 1).
+//!
+//! # Event cursors: commit order equals cursor order
+//!
+//! A reader that has seen cursor *n* must never later find an event below *n*. With a plain
+//! sequence that fails: transaction A takes cursor 5, B takes 6 and commits first, a reader
+//! sees 6 and moves past 5 before A commits. Here every event-writing transaction assigns its
+//! cursors with `UPDATE event_counter SET last_cursor = last_cursor + n RETURNING …` (in
+//! `omoi_emit`), as its last statement before commit. The counter row stays locked until that
+//! transaction ends, so the next writer gets its cursors only after the previous one committed
+//! (or rolled back, giving its numbers back: cursors are gap-free). The lock is held for one
+//! statement and the commit, which Postgres already serializes for notifying transactions
+//! (`NOTIFY` takes a database-wide lock at commit), so it costs little extra. `pg_notify` in the
+//! same transaction wakes subscribers (`LISTEN` on a dedicated connection per subscription);
+//! they also poll every [`POLL_BACKSTOP`] in case a notification is lost with a connection.
+//!
+//! # Time, errors, schemas
+//!
+//! Every timestamp comes from the injected [`Clock`] (truncated to microseconds, Postgres'
+//! precision), never `now()`. Connection failures, pool timeouts, admin shutdowns,
+//! serialization failures and deadlocks are [`StoreError::Unavailable`] (retryable). With
+//! [`PostgresStoreBuilder::schema`] the store lives in its own schema (created if missing,
+//! `search_path = <schema>, public` on every connection; pgvector's type stays in `public`).
+//! Migrations (`migrations/postgres`) run on connect.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), omoi_core::StoreError> {
+//! use std::time::Duration;
+//! use omoi_core::{AgentId, ClaimRequest, Completion, NewTask, TaskStore};
+//! use omoi_store::PostgresStore;
+//!
+//! let store = PostgresStore::builder("postgres://omoi@127.0.0.1/omoi").schema("omoi").dimensions(384).connect().await?;
+//! let build = NewTask::new("build");
+//! store.insert_tasks(vec![build.clone()]).await?;
+//! let claimed = store.claim(&ClaimRequest::new(AgentId::new(), 10, Duration::from_secs(30))).await?;
+//! store.complete(build.id, claimed[0].lease.token, Completion::default()).await?;
+//! # Ok(()) }
+//! ```
+
+mod agents;
+mod error;
+mod events;
+mod memories;
+mod rows;
+mod specs;
+mod tasks;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use omoi_core::{Clock, Event, StoreError, SystemClock};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+use self::error::{BACKEND, db, redact_url};
+
+/// How often a subscriber polls when no notification arrives (a lost `NOTIFY` costs at most this).
+pub(crate) const POLL_BACKSTOP: Duration = Duration::from_millis(500);
+
+/// Every store port on Postgres. Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    /// Connection options (with the schema's search path), for listener connections.
+    options: PgConnectOptions,
+    schema: String,
+    /// `LISTEN` channel of this schema's events.
+    channel: String,
+    /// Embedding dimension of memories (0 = not fixed yet).
+    dims: AtomicUsize,
+    /// The URL with its password redacted, for messages.
+    url: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.inner.url)
+            .field("schema", &self.inner.schema)
+            .field("dimensions", &self.inner.dims.load(Ordering::Relaxed))
+            .field("clock", &self.inner.clock)
+            .finish()
+    }
+}
+
+/// Options for [`PostgresStore`]; finish with [`connect`](PostgresStoreBuilder::connect).
+pub struct PostgresStoreBuilder {
+    url: String,
+    schema: String,
+    clock: Arc<dyn Clock>,
+    dims: Option<usize>,
+    max_connections: u32,
+    acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStoreBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("clock", &self.clock)
+            .field("dimensions", &self.dims)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// Keeps every table in `schema` (created if missing) instead of `public`. Letters, digits
+    /// and underscores, starting with a letter or underscore, at most 48 characters.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Takes time from `clock` (a `ManualClock` in tests) instead of the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Fixes the embedding dimension of memories (else the first memory stored fixes it).
+    pub fn dimensions(mut self, dims: usize) -> Self {
+        self.dims = Some(dims);
+        self
+    }
+
+    /// Size of the connection pool (default 16).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long an operation waits for a pooled connection before failing with
+    /// `Unavailable` (default 10 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Connects, creates the schema and the `vector` extension if missing, and runs migrations.
+    /// An unreachable database is `Unavailable`, naming the URL with its password redacted.
+    pub async fn connect(self) -> Result<PostgresStore, StoreError> {
+        let url = redact_url(&self.url);
+        if !valid_schema(&self.schema) {
+            return Err(StoreError::InvalidInput(format!(
+                "schema name {:?} must be letters, digits and underscores (at most 48), not starting with a digit",
+                self.schema
+            )));
+        }
+        if self.dims == Some(0) {
+            return Err(StoreError::InvalidInput("embedding dimension must be at least 1".into()));
+        }
+        let base = PgConnectOptions::from_str(&self.url)
+            .map_err(|e| StoreError::InvalidInput(format!("invalid postgres url {url}: {}", scrub(&e, &self.url))))?;
+        let search_path = if self.schema == "public" { "public".to_owned() } else { format!("{},public", self.schema) };
+        let options = base.application_name("omoi").options([("search_path", search_path)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                backend: BACKEND,
+                message: format!("cannot connect to {url}: {}", scrub(&e, &self.url)),
+                source: None,
+            })?;
+        let store = PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                clock: self.clock,
+                options,
+                channel: format!("omoi_events_{}", self.schema),
+                schema: self.schema,
+                dims: AtomicUsize::new(0),
+                url,
+            }),
+        };
+        store.bootstrap().await?;
+        if let Some(d) = self.dims {
+            store.fix_dimensions(d).await?;
+        } else {
+            store.load_dimensions().await?;
+        }
+        Ok(store)
+    }
+}
+
+/// The error's text with the raw URL (should a driver message quote it) redacted.
+fn scrub(e: &impl std::fmt::Display, raw_url: &str) -> String {
+    let text = e.to_string();
+    if raw_url.is_empty() { text } else { text.replace(raw_url, &redact_url(raw_url)) }
+}
+
+fn valid_schema(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 48
+}
+
+impl PostgresStore {
+    /// Connects with default options (schema `public`, system clock).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder(url).connect().await
+    }
+
+    /// A builder for a store at `url` (`postgres://user:password@host:port/database`).
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.into(),
+            schema: "public".into(),
+            clock: Arc::new(SystemClock),
+            dims: None,
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The schema holding the store's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// Drops the store's schema and everything in it, then closes the pool. For tests and
+    /// benchmarks that use a throwaway schema; refuses to drop `public`.
+    pub async fn drop_schema(self) -> Result<(), StoreError> {
+        if self.inner.schema == "public" {
+            return Err(StoreError::InvalidInput("refusing to drop schema public".into()));
+        }
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.inner.schema);
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&self.inner.pool).await.map_err(db)?;
+        self.inner.pool.close().await;
+        Ok(())
+    }
+
+    async fn bootstrap(&self) -> Result<(), StoreError> {
+        let pool = &self.inner.pool;
+        let has_vector: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector')")
+                .fetch_one(pool)
+                .await
+                .map_err(db)?;
+        if !has_vector {
+            // Concurrent creators race on the catalog's unique index; the loser finds it made.
+            if let Err(e) = sqlx::query("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public").execute(pool).await
+                && error::sqlstate(&e).as_deref() != Some("23505")
+            {
+                return Err(db(e));
+            }
+        }
+        if self.inner.schema != "public" {
+            let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.inner.schema);
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await
+                && error::sqlstate(&e).as_deref() != Some("23505")
+            {
+                return Err(db(e));
+            }
+        }
+        sqlx::migrate!("./migrations/postgres").run(pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => db(e),
+            other => StoreError::Backend {
+                backend: BACKEND,
+                message: format!("migrating schema {}: {other}", self.inner.schema),
+                source: Some(Box::new(other)),
+            },
+        })?;
+        Ok(())
+    }
+
+    fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The clock's time at Postgres' precision (microseconds), so values read back compare equal.
+    fn now(&self) -> DateTime<Utc> {
+        let now = self.inner.clock.now();
+        DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.inner.pool.begin().await.map_err(db)
+    }
+}
+
+/// Appends `events` at `at` inside `tx` (see the module docs on cursor order). Call it as the
+/// last statement before commit: it holds the event counter's row lock until the commit.
+async fn emit(
+    tx: &mut Transaction<'static, Postgres>,
+    at: DateTime<Utc>,
+    events: &[Event],
+) -> Result<Option<u64>, StoreError> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let json = serde_json::to_value(events).map_err(|e| StoreError::InvalidInput(format!("event: {e}")))?;
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT omoi_emit($1, $2)").bind(at).bind(json).fetch_one(&mut **tx).await.map_err(db)?;
+    Ok(last.map(|l| l as u64))
+}
