@@ -1,10 +1,59 @@
 //! # omoi-spec
 //!
 //! The spec pipeline: a feature idea becomes a spec through the phases explore → prd →
-//! requirements → design → tasks → sync. Each phase has a prompt builder, a typed output
-//! (serde + JSON schema sent to the model) and a deterministic structural evaluator; failed
-//! attempts are retried with the evaluator's feedback, passed phases are checkpointed in a
-//! [`SpecStore`](omoi_core::SpecStore) so a resume skips them, and SYNC materializes tickets and
-//! tasks idempotently.
+//! requirements → design → tasks → sync, and the spec becomes stored tickets and tasks.
 //!
-//! This crate is filled by the spec-pipeline issue; today it holds only this description.
+//! - [`output`]: each phase's typed output (serde + JSON schema sent to the model), parsed
+//!   strictly so a malformed answer becomes precise feedback.
+//! - [`prompt`]: per-phase prompts with the idea, earlier outputs summarized within
+//!   `prompt_context_chars`, the previous attempt's feedback and the output schema.
+//! - [`evaluate`]: deterministic structural evaluators with OmoiOS's weights; a phase passes at
+//!   `pass_threshold` (0.7) with no blocking problem.
+//! - [`executor`]: the [`PhaseExecutor`] port (how an output is produced) and the default
+//!   [`StructuredExecutor`] (one structured model call per attempt), with the shared [`Budget`].
+//! - [`runner`]: [`SpecRunner`]: attempts with feedback and backoff, checkpoints, resume that
+//!   skips passed phases, approval gates, budgets, events.
+//! - [`sync`]: traceability, dependency analysis and idempotent materialization through
+//!   [`SpecStore::sync`](omoi_core::SpecStore::sync).
+//!
+//! The engine depends on ports only; pick a store and a model where you assemble it:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use omoi_core::config::SpecConfig;
+//! use omoi_core::testkit::{ManualClock, ScriptedLlm};
+//! use omoi_core::{LlmError, NewSpec, SpecState, SpecStore};
+//! use omoi_spec::{SpecError, SpecRunner, StructuredExecutor};
+//! use omoi_store::InMemoryStore;
+//!
+//! let clock = ManualClock::new();
+//! let store = Arc::new(InMemoryStore::with_clock(clock.clone()));
+//! let llm = Arc::new(ScriptedLlm::new());
+//! llm.push_error(LlmError::Auth("no key".into())); // a permanent error: the phase fails at once
+//! let runner = SpecRunner::new(store.clone(), store.clone(), clock, Arc::new(StructuredExecutor::new(llm)), SpecConfig::default());
+//!
+//! let err = runner.start(NewSpec::new("slugify", "Add a slugify function")).await.unwrap_err();
+//! assert!(matches!(err, SpecError::Model { .. }));
+//! let spec = store.list_specs().await.unwrap().remove(0);
+//! assert_eq!(spec.state.to_string(), "failed:explore"); // resumable with `runner.run(spec.id)`
+//! # });
+//! ```
+
+pub mod budget;
+pub mod error;
+pub mod evaluate;
+pub mod executor;
+pub mod output;
+pub mod prompt;
+pub mod runner;
+pub mod sync;
+
+pub use budget::{Budget, BudgetExceeded, BudgetLimits};
+pub use error::SpecError;
+pub use evaluate::{Criterion, Evaluation, Evaluator, StructuralEvaluator};
+pub use executor::{PhaseAttempt, PhaseContext, PhaseError, PhaseExecutor, StructuredExecutor};
+pub use output::{PhaseOutput, PhaseOutputs};
+pub use prompt::{PhasePrompt, PromptBuilder};
+pub use runner::{RunOutcome, SpecRunner};
+pub use sync::{PlanCheck, SyncError, UnknownRef};

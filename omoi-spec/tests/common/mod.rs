@@ -1,0 +1,124 @@
+//! Shared test setup: fixtures, a phase-routed `ScriptedLlm`, the in-memory store, and a
+//! driver that advances the `ManualClock` through retry backoffs.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use omoi_core::config::SpecConfig;
+use omoi_core::testkit::{ManualClock, Scripted, ScriptedLlm, text_response};
+use omoi_core::{CompletionRequest, Event, EventStore, SpecPhase, StoredEvent};
+use omoi_spec::{SpecRunner, StructuredExecutor};
+use omoi_store::InMemoryStore;
+use serde_json::Value;
+
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The phase named in a request's system prompt ("Phase: requirements (3 of 6)").
+pub fn phase_of(request: &CompletionRequest) -> String {
+    let system = request.system.clone().unwrap_or_default();
+    system
+        .lines()
+        .find_map(|l| l.strip_prefix("Phase: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub fn routed_llm() -> Arc<ScriptedLlm> {
+    Arc::new(ScriptedLlm::new().with_router(phase_of))
+}
+
+pub fn push(llm: &ScriptedLlm, phase: SpecPhase, text: impl Into<String>) {
+    llm.push_to(phase.as_str(), Scripted::Response(text_response(text)));
+}
+
+pub fn push_json(llm: &ScriptedLlm, phase: SpecPhase, value: &Value) {
+    push(llm, phase, serde_json::to_string(value).unwrap());
+}
+
+/// Queues a passing answer for every model phase.
+pub fn push_happy_path(llm: &ScriptedLlm) {
+    for (phase, name) in [
+        (SpecPhase::Explore, "explore"),
+        (SpecPhase::Prd, "prd"),
+        (SpecPhase::Requirements, "requirements"),
+        (SpecPhase::Design, "design"),
+        (SpecPhase::Tasks, "tasks"),
+    ] {
+        push_json(llm, phase, &fixture(name));
+    }
+}
+
+pub struct Harness {
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<InMemoryStore>,
+    pub llm: Arc<ScriptedLlm>,
+    pub runner: Arc<SpecRunner>,
+}
+
+impl Harness {
+    pub fn new(config: SpecConfig) -> Self {
+        let clock = ManualClock::new();
+        let store = Arc::new(InMemoryStore::with_clock(clock.clone()));
+        Self::with(clock, store, routed_llm(), config)
+    }
+
+    pub fn with(clock: Arc<ManualClock>, store: Arc<InMemoryStore>, llm: Arc<ScriptedLlm>, config: SpecConfig) -> Self {
+        let runner = Arc::new(SpecRunner::new(
+            store.clone(),
+            store.clone(),
+            clock.clone(),
+            Arc::new(StructuredExecutor::new(llm.clone())),
+            config,
+        ));
+        Self { clock, store, llm, runner }
+    }
+
+    /// Runs `f(runner)` to completion, advancing the clock one second at a time whenever the
+    /// runner sleeps. Returns the result and the clock time that passed.
+    pub async fn drive<T, F, Fut>(&self, f: F) -> (T, Duration)
+    where
+        F: FnOnce(Arc<SpecRunner>) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let start = omoi_core::Clock::now(&*self.clock);
+        let handle = tokio::spawn(f(self.runner.clone()));
+        while !handle.is_finished() {
+            if self.clock.sleepers() > 0 {
+                self.clock.advance(Duration::from_secs(1));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let out = handle.await.unwrap();
+        let elapsed = (omoi_core::Clock::now(&*self.clock) - start).to_std().unwrap();
+        (out, elapsed)
+    }
+
+    pub async fn events(&self) -> Vec<StoredEvent> {
+        self.store.read_events(omoi_core::Cursor::START, 10_000).await.unwrap()
+    }
+
+    /// Event names, with `:phase:attempt` for phase attempt events.
+    pub async fn event_trail(&self) -> Vec<String> {
+        self.events()
+            .await
+            .into_iter()
+            .map(|e| match &e.event {
+                Event::SpecPhaseStarted { phase, attempt, .. }
+                | Event::SpecPhaseEvaluated { phase, attempt, .. }
+                | Event::SpecPhaseRetry { phase, attempt, .. } => format!("{}:{phase}:{attempt}", e.event.name()),
+                Event::SpecPhaseCompleted { phase, .. } | Event::SpecPhaseFailed { phase, .. } => {
+                    format!("{}:{phase}", e.event.name())
+                }
+                Event::SpecStateChanged { to, .. } => format!("{}:{to}", e.event.name()),
+                other => other.name().to_owned(),
+            })
+            .collect()
+    }
+}
