@@ -6,4 +6,16 @@
 //! git branches per task and conflict-ordered merges. It also hosts the LLM adapters (Anthropic
 //! Messages API, OpenAI-compatible chat completions) behind features.
 //!
-//! This crate is filled by the execution and LLM-adapter issues; today it holds only this description.
+//! | feature | what it adds |
+//! |---|---|
+//! | `anthropic` | [`llm::AnthropicClient`]: the Anthropic Messages API |
+//! | `openai` | [`llm::OpenAiClient`]: OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, llama.cpp) |
+//!
+//! Both implement [`omoi_core::LlmClient`], so engines take an `Arc<dyn LlmClient>` and tests use
+//! `omoi_core::testkit::ScriptedLlm` instead. See [`llm`] for what the adapters share (retries,
+//! cost accounting, structured output, key redaction).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(any(feature = "anthropic", feature = "openai"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "anthropic", feature = "openai"))))]
+pub mod llm;
