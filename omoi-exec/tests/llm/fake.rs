@@ -154,7 +154,7 @@ async fn respond(mut reply: Reply) -> Response {
             Reply::BrokenStream { partial } => {
                 // The error comes a moment later, so the headers and the partial body go out first.
                 let cut = futures::stream::once(async {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     Err(std::io::Error::other("connection cut by the fake"))
                 });
                 let body = futures::stream::iter([Ok(Bytes::from(partial))]).chain(cut);
@@ -163,7 +163,7 @@ async fn respond(mut reply: Reply) -> Response {
             Reply::ShortBody { partial, declared } => {
                 // The body ends a moment later, so the headers and the partial body go out first.
                 let end = futures::stream::once(async {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     Ok::<_, std::io::Error>(Bytes::new())
                 });
                 let body = futures::stream::iter([Ok(Bytes::from(partial))]).chain(end);

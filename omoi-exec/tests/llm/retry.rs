@@ -307,7 +307,7 @@ async fn timeout_is_reported_and_retried() {
     ])
     .await;
     let clock = RecordingClock::new();
-    let client = anthropic(&fake, &clock).timeout(Duration::from_millis(300)).build().unwrap();
+    let client = anthropic(&fake, &clock).timeout(Duration::from_millis(800)).build().unwrap();
 
     assert_eq!(client.complete(&request()).await.unwrap().text(), "in time");
     assert_eq!(fake.requests().len(), 2);
@@ -318,9 +318,9 @@ async fn timeout_is_reported_and_retried() {
         Reply::ok(anthropic_text("too late")).after(Duration::from_secs(5)),
     ])
     .await;
-    let client = anthropic(&fake, &clock).timeout(Duration::from_millis(300)).max_retries(1).build().unwrap();
+    let client = anthropic(&fake, &clock).timeout(Duration::from_millis(800)).max_retries(1).build().unwrap();
     let error = client.complete(&request()).await.unwrap_err();
-    assert_eq!(error, LlmError::Timeout(Duration::from_millis(300)));
+    assert_eq!(error, LlmError::Timeout(Duration::from_millis(800)));
     assert_eq!(fake.requests().len(), 2);
 }
 
