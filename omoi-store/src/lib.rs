@@ -9,6 +9,8 @@
 //! | feature | adapter | ports |
 //! |---|---|---|
 //! | `memory` (default) | [`InMemoryStore`] | all five, in-process |
+//! | `sqlite` | `SqliteStore` | all five, in one file on disk (bundled SQLite, WAL, FTS5); several processes may share it |
+//! | `redis` | `RedisStore` | `AgentStore` (heartbeats, TTL liveness keys) and `EventStore` (Streams: durable cross-process fan-out) |
 //! | `postgres` | `PostgresStore` | all five; any number of processes on one database (pgvector for memories) |
 //!
 //! Engines depend on the ports only; pick an adapter where you assemble your orchestrator:
@@ -34,3 +36,5 @@ mod sqlite;
 pub use memory::InMemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteStore, SqliteStoreBuilder};
