@@ -45,9 +45,20 @@
 
 #[cfg(any(feature = "local", feature = "docker", feature = "daytona"))]
 mod output;
+#[cfg(any(feature = "docker", feature = "daytona"))]
+mod saga;
+#[cfg(any(feature = "docker", feature = "daytona"))]
+mod shell;
 
 #[cfg(feature = "local")]
 #[cfg_attr(docsrs, doc(cfg(feature = "local")))]
 mod local;
 #[cfg(feature = "local")]
 pub use local::LocalSandboxProvider;
+
+#[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
+mod docker;
+#[cfg(feature = "docker")]
+pub use docker::{DockerSandboxProvider, DockerSandboxProviderBuilder};
+
