@@ -62,3 +62,8 @@ mod docker;
 #[cfg(feature = "docker")]
 pub use docker::{DockerSandboxProvider, DockerSandboxProviderBuilder};
 
+#[cfg(feature = "daytona")]
+#[cfg_attr(docsrs, doc(cfg(feature = "daytona")))]
+mod daytona;
+#[cfg(feature = "daytona")]
+pub use daytona::{DaytonaSandboxProvider, DaytonaSandboxProviderBuilder};

@@ -22,12 +22,6 @@ pub(crate) fn quote(s: &str) -> String {
     out
 }
 
-/// Quotes every word and joins them with spaces.
-#[cfg_attr(not(feature = "daytona"), allow(dead_code))]
-pub(crate) fn join(words: &[String]) -> String {
-    words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
-}
-
 /// Whether `name` can be `export`ed by a POSIX shell.
 #[cfg_attr(not(feature = "daytona"), allow(dead_code))]
 pub(crate) fn is_env_name(name: &str) -> bool {
@@ -155,7 +149,8 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let (code, out, _) = sh(&format!("printf '%s|' {}", join(&words)));
+        let quoted: Vec<String> = words.iter().map(|w| quote(w)).collect();
+        let (code, out, _) = sh(&format!("printf '%s|' {}", quoted.join(" ")));
         assert_eq!(code, Some(0));
         assert_eq!(String::from_utf8(out).unwrap(), words.iter().map(|w| format!("{w}|")).collect::<String>());
         assert!(is_env_name("_A1") && is_env_name("path") && !is_env_name("1A") && !is_env_name("A-B"));
