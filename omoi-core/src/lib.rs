@@ -34,8 +34,8 @@ mod macros;
 
 pub mod config;
 pub mod dag;
-pub mod ears;
 pub mod domain;
+pub mod ears;
 pub mod error;
 pub mod ids;
 pub mod ports;
@@ -66,7 +66,7 @@ pub use ports::embedder::{EmbedError, Embedder, HashingEmbedder};
 pub use ports::event_store::{EventStore, EventStream};
 pub use ports::llm::{
     CompletionRequest, CompletionResponse, ContentBlock, LlmClient, LlmError, Message, OutputSchema, Role, StopReason,
-    ToolCall, ToolSpec,
+    ToolCall, ToolSpec, complete_as,
 };
 pub use ports::memory_store::MemoryStore;
 pub use ports::sandbox::{

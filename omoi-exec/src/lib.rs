@@ -16,6 +16,11 @@
 //! cost accounting, structured output, key redaction).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod agent;
+pub mod git;
+pub mod synthesis;
+pub mod worker;
+
 #[cfg(any(feature = "anthropic", feature = "openai"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "anthropic", feature = "openai"))))]
 pub mod llm;

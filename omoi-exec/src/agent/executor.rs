@@ -1,0 +1,257 @@
+//! `AgentExecutor`: runs a task as an agent in a fresh sandbox, on its own git branch.
+//!
+//! For each task: create a sandbox (a saga in the adapter: a failed creation leaves nothing
+//! behind); seed a git workspace from the origin repository on branch `omoi/<task-id>`, with
+//! the branches of predecessor tasks merged in; merge the predecessors' results into the task's
+//! context by the configured synthesis strategy; run the agent loop with the tool policy of the
+//! task's mode and the budgets of [`ExecConfig`]; on `finish`, commit the work on the task
+//! branch and bring the branch back to the origin (implementation), or discard any change a
+//! read-only mode left behind (exploration, validation); destroy the sandbox whatever happened.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use omoi_core::config::ExecConfig;
+use omoi_core::{Clock, EventStore, ExecutionMode, LlmClient, Sandbox, SandboxProvider, SandboxSpec, Task, TaskStore};
+use serde_json::{Value, json};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::budget::{Budget, BudgetLimits};
+use super::mailbox::Mailboxes;
+use super::policy::ToolPolicy;
+use super::prompt;
+use super::run::{AgentOutcome, AgentRun, StopCause};
+use crate::git::{GitRepo, Workspace, task_branch};
+use crate::synthesis::{Source, Synthesis, SynthesisStrategy, synthesize};
+use crate::worker::{ExecContext, ExecError, TaskExecutor, TaskOutput};
+
+/// Runs tasks as agents. Build with [`AgentExecutor::new`] and the setters.
+#[derive(Clone)]
+pub struct AgentExecutor {
+    llm: Arc<dyn LlmClient>,
+    sandboxes: Arc<dyn SandboxProvider>,
+    tasks: Arc<dyn TaskStore>,
+    events: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    origin: Option<GitRepo>,
+    base_branch: String,
+    config: ExecConfig,
+    sandbox_spec: SandboxSpec,
+    mailboxes: Mailboxes,
+    synthesis: SynthesisStrategy,
+}
+
+impl std::fmt::Debug for AgentExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentExecutor")
+            .field("model", &self.llm.model())
+            .field("sandboxes", &self.sandboxes.name())
+            .field("origin", &self.origin)
+            .field("base_branch", &self.base_branch)
+            .finish()
+    }
+}
+
+impl AgentExecutor {
+    /// An executor with default budgets, no origin repository (each workspace starts empty) and
+    /// the `combine` synthesis strategy.
+    pub fn new(
+        llm: Arc<dyn LlmClient>,
+        sandboxes: Arc<dyn SandboxProvider>,
+        tasks: Arc<dyn TaskStore>,
+        events: Arc<dyn EventStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            llm,
+            sandboxes,
+            tasks,
+            events,
+            clock,
+            origin: None,
+            base_branch: "main".into(),
+            config: ExecConfig::default(),
+            sandbox_spec: SandboxSpec::default(),
+            mailboxes: Mailboxes::new(),
+            synthesis: SynthesisStrategy::default(),
+        }
+    }
+
+    /// Seeds workspaces from `origin` at `base_branch` and brings task branches back to it.
+    pub fn with_origin(mut self, origin: GitRepo, base_branch: impl Into<String>) -> Self {
+        self.origin = Some(origin);
+        self.base_branch = base_branch.into();
+        self
+    }
+
+    /// Budgets and command limits.
+    pub fn with_config(mut self, config: ExecConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// What every sandbox is created with.
+    pub fn with_sandbox_spec(mut self, spec: SandboxSpec) -> Self {
+        self.sandbox_spec = spec;
+        self
+    }
+
+    /// Mailboxes steering messages are read from.
+    pub fn with_mailboxes(mut self, mailboxes: Mailboxes) -> Self {
+        self.mailboxes = mailboxes;
+        self
+    }
+
+    /// How predecessor results are merged (a task can override it with `input.synthesis`).
+    pub fn with_synthesis(mut self, strategy: SynthesisStrategy) -> Self {
+        self.synthesis = strategy;
+        self
+    }
+
+    /// The predecessors' results merged by the task's strategy, and their branches.
+    async fn predecessors(&self, task: &Task) -> Result<(Option<Synthesis>, Vec<String>), ExecError> {
+        if task.dependencies.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let strategy = task
+            .def
+            .input
+            .get("synthesis")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or(self.synthesis);
+        let mut sources = Vec::new();
+        let mut branches = Vec::new();
+        for dep in &task.dependencies {
+            let t = self
+                .tasks
+                .get_task(*dep)
+                .await
+                .map_err(|e| ExecError { retryable: e.is_retryable(), ..ExecError::permanent(e.to_string()) })?;
+            let name = t.links.local_id.clone().unwrap_or_else(|| t.id.to_string());
+            if let Some(b) = t.result.as_ref().and_then(|r| r.get("branch")).and_then(Value::as_str) {
+                branches.push(b.to_owned());
+            }
+            sources.push(Source::new(name, t.result.clone().unwrap_or(Value::Null)));
+        }
+        Ok((Some(synthesize(strategy, &sources)), branches))
+    }
+
+    async fn in_sandbox(&self, task: &Task, ctx: &ExecContext, sandbox: &dyn Sandbox) -> Result<TaskOutput, ExecError> {
+        let branch = task_branch(task.id);
+        let ws = Workspace::prepare(sandbox, self.origin.as_ref(), &self.base_branch, &branch)
+            .await
+            .map_err(|e| ExecError::retryable(format!("workspace: {e}")))?;
+        let (synthesis, branches) = self.predecessors(task).await?;
+        for b in &branches {
+            let merged = ws.git(&["merge", "-q", "--no-ff", "--no-edit", &format!("refs/remotes/origin/{b}")]).await;
+            if let Err(e) = merged {
+                let _ = ws.git(&["merge", "--abort"]).await;
+                return Err(ExecError::permanent(format!("predecessor branch {b} does not merge cleanly: {e}")));
+            }
+        }
+        let budget = Budget::start(BudgetLimits::from(&self.config), self.clock.clone());
+        let run = AgentRun {
+            llm: self.llm.as_ref(),
+            sandbox,
+            events: self.events.as_ref(),
+            gates: vec![&budget],
+            policy: ToolPolicy::for_mode(task.def.mode),
+            mailboxes: Some(&self.mailboxes),
+            task_id: task.id,
+            agent_id: ctx.agent_id,
+            system: prompt::system(task.def.mode),
+            prompt: prompt::task(task, synthesis.as_ref()),
+            finish_output: None,
+            finish_check: None,
+            command_timeout: self.config.command_timeout,
+            output_limit: self.config.output_limit,
+            max_consecutive_errors: self.config.max_consecutive_errors,
+            max_tokens: 4096,
+            cancel: Some(ctx.cancel.clone()),
+        };
+        let outcome = run
+            .run()
+            .await
+            .map_err(|e| ExecError { retryable: e.is_retryable(), ..ExecError::permanent(e.to_string()) })?;
+        let usage = outcome.usage;
+        let finish = match outcome_to_finish(&outcome) {
+            Ok(f) => f,
+            Err(e) => return Err(e.with_usage(usage)),
+        };
+        let mut result = json!({
+            "summary": finish.summary,
+            "output": finish.output,
+            "turns": outcome.turns,
+            "discoveries": outcome.discoveries,
+        });
+        match task.def.mode {
+            ExecutionMode::Implementation => {
+                let message = format!("{}\n\n{}\n\nomoi-task: {}", task.def.title, finish.summary, task.id);
+                let commit = ws
+                    .commit_all(&message)
+                    .await
+                    .map_err(|e| ExecError::retryable(format!("commit: {e}")).with_usage(usage))?;
+                let stat = ws.diff_stat().await.unwrap_or_default();
+                if let Some(origin) = &self.origin {
+                    ws.export_to(origin)
+                        .await
+                        .map_err(|e| ExecError::retryable(format!("export: {e}")).with_usage(usage))?;
+                }
+                result["branch"] = json!(branch);
+                result["commit"] = json!(commit);
+                result["diff_stat"] = json!(stat.trim_end());
+            }
+            ExecutionMode::Exploration | ExecutionMode::Validation => {
+                let changes = ws.changes().await.unwrap_or_default();
+                if !changes.is_empty() {
+                    warn!(count = changes.len(), "read-only mode left changes; discarding them");
+                    ws.discard_changes()
+                        .await
+                        .map_err(|e| ExecError::retryable(format!("discard: {e}")).with_usage(usage))?;
+                    result["discarded_changes"] = json!(changes);
+                }
+            }
+        }
+        if let Some(s) = synthesis.filter(|s| !s.conflicts.is_empty()) {
+            result["synthesis_conflicts"] = json!(s.conflicts);
+        }
+        Ok(TaskOutput { result, usage })
+    }
+}
+
+/// The finish of a run, or the error its stop cause maps to.
+fn outcome_to_finish(o: &AgentOutcome) -> Result<super::tools::FinishArgs, ExecError> {
+    match (&o.stop, &o.finish) {
+        (StopCause::Finished, Some(f)) => Ok(f.clone()),
+        (StopCause::BudgetExceeded(b), _) => Err(ExecError::permanent(b.to_string())),
+        (StopCause::Stopped { by, message }, _) => Err(ExecError::permanent(format!("stopped by {by}: {message}"))),
+        (StopCause::Cancelled, _) => Err(ExecError::retryable("cancelled")),
+        (StopCause::ModelStopped, _) => Err(ExecError::retryable("the model stopped without calling finish")),
+        (StopCause::TooManyErrors(n), _) => Err(ExecError::retryable(format!("{n} tool calls failed in a row"))),
+        (StopCause::Finished, None) => Err(ExecError::retryable("finished without a result")),
+    }
+}
+
+#[async_trait]
+impl TaskExecutor for AgentExecutor {
+    async fn execute(&self, task: &Task, ctx: &ExecContext) -> Result<TaskOutput, ExecError> {
+        let span = info_span!("agent_task", task = %task.id, mode = %task.def.mode);
+        async {
+            let mut spec = self.sandbox_spec.clone();
+            spec.labels.insert("omoi.task".into(), task.id.to_string());
+            spec.labels.insert("omoi.agent".into(), ctx.agent_id.to_string());
+            let sandbox = self.sandboxes.create(spec).await.map_err(|e| ExecError {
+                retryable: e.is_retryable() || matches!(e, omoi_core::SandboxError::CreateFailed { .. }),
+                ..ExecError::permanent(format!("sandbox: {e}"))
+            })?;
+            info!(sandbox = %sandbox.id(), "sandbox ready");
+            let result = self.in_sandbox(task, ctx, sandbox.as_ref()).await;
+            if let Err(e) = sandbox.destroy().await {
+                warn!(error = %e, "sandbox destroy failed");
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,18 @@
+//! The agent: a loop of model turns and tool calls in a sandbox, with a tool policy per
+//! execution mode, budgets checked before every model call, steering read between turns, and
+//! every step recorded as an `agent.step` event.
+
+mod budget;
+mod executor;
+mod mailbox;
+mod policy;
+mod prompt;
+mod run;
+mod tools;
+
+pub use budget::{Budget, BudgetExceeded, BudgetLimits, CallGate};
+pub use executor::AgentExecutor;
+pub use mailbox::{Mailboxes, Severity, Steering};
+pub use policy::{READONLY_GIT, READONLY_PROGRAMS, ToolName, ToolPolicy, readonly_argv_allowed};
+pub use run::{AgentError, AgentOutcome, AgentRun, FinishCheck, StopCause};
+pub use tools::{FinishArgs, ReportedDiscovery};
