@@ -1,0 +1,114 @@
+//! The agentic spec phase executor: explore runs as a read-only agent over a real repository.
+
+use std::sync::Arc;
+
+use omoi_core::config::SpecConfig;
+use omoi_core::testkit::{ManualClock, ScriptedLlm};
+use omoi_core::{ContentBlock, Cursor, Event, EventStore, NewSpec, SpecPhase, SpecState, SpecStore};
+use omoi_exec::git::GitRepo;
+use omoi_exec::spec_agent::AgentPhaseExecutor;
+use omoi_sandbox::LocalSandboxProvider;
+use omoi_spec::output::ExploreOutput;
+use omoi_spec::{SpecError, SpecRunner};
+use omoi_store::InMemoryStore;
+use serde_json::json;
+
+async fn sample_repo(dir: &std::path::Path) -> GitRepo {
+    tokio::fs::create_dir_all(dir.join("textkit")).await.unwrap();
+    tokio::fs::write(dir.join("README.md"), "# textkit\nSmall string helpers.\n").await.unwrap();
+    tokio::fs::write(dir.join("textkit/strings.py"), "def title_case(s):\n    return s.title()\n").await.unwrap();
+    GitRepo::init(dir).await.unwrap()
+}
+
+fn explore_output() -> serde_json::Value {
+    json!({
+        "codebase_summary": "textkit is a tiny pure-Python package of string helpers (title_case) with a README and no dependencies.",
+        "project_type": "python library",
+        "tech_stack": ["python3", "unittest"],
+        "structure": {"textkit/": "the package", "README.md": "usage"},
+        "key_files": [
+            {"path": "textkit/strings.py", "purpose": "string helpers; slugify belongs here"},
+            {"path": "README.md", "purpose": "documents the helpers"},
+            {"path": "textkit/__init__.py", "purpose": "package marker (to be added)"}
+        ],
+        "conventions": {"naming": "snake_case functions", "testing": "unittest in tests/", "patterns": ["pure functions"]},
+        "discovery_questions": [
+            {"category": "behaviour", "questions": ["Should slugify transliterate accents?", "What separator is used?"]},
+            {"category": "scope", "questions": ["Is a max length needed?"]}
+        ],
+        "feature_summary": {
+            "name": "slugify",
+            "problem_statement": "Callers need URL-safe slugs from arbitrary titles.",
+            "scope_in": ["slugify(text) in textkit.strings", "unit tests"],
+            "scope_out": ["unicode transliteration"],
+            "risks": ["edge cases with punctuation"],
+            "success_metrics": ["tests pass"]
+        },
+        "relevant_patterns": ["pure functions returning str"],
+        "related_to_feature": ["textkit/strings.py"]
+    })
+}
+
+#[tokio::test]
+async fn explore_runs_as_a_read_only_agent_over_the_repository_and_checkpoints_its_typed_output() {
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = sample_repo(repo_dir.path()).await;
+    let sandboxes = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let store = Arc::new(InMemoryStore::with_clock(clock.clone()));
+    let llm = Arc::new(ScriptedLlm::new());
+    llm.push_tool_call("list_files", json!({"path": ".", "depth": 2}));
+    llm.push_tool_call("read_file", json!({"path": "textkit/strings.py"}));
+    llm.push_tool_call("write_file", json!({"path": "textkit/strings.py", "content": "oops"}));
+    llm.push_tool_call("finish", json!({"summary": "explored", "output": {"codebase_summary": 42}}));
+    llm.push_tool_call("finish", json!({"summary": "explored textkit", "output": explore_output()}));
+    // PRD then runs through the fallback structured call, whose script is empty: the run stops there.
+    let executor = AgentPhaseExecutor::new(
+        llm.clone(),
+        Arc::new(LocalSandboxProvider::new(sandboxes.path())),
+        store.clone(),
+        clock.clone(),
+        repo,
+        "main",
+    );
+    let runner =
+        SpecRunner::new(store.clone(), store.clone(), clock.clone(), Arc::new(executor), SpecConfig::default());
+    let err =
+        runner.start(NewSpec::new("slugify", "Add slugify(text) to textkit.strings with tests")).await.unwrap_err();
+    assert!(matches!(err, SpecError::Model { .. }), "{err}");
+
+    let spec = store.list_specs().await.unwrap().remove(0);
+    assert_eq!(spec.state, SpecState::Failed { phase: SpecPhase::Prd });
+    let explore: ExploreOutput = serde_json::from_value(spec.checkpoints[&SpecPhase::Explore].output.clone()).unwrap();
+    assert_eq!(explore.feature_summary.name, "slugify");
+    assert_eq!(spec.checkpoints[&SpecPhase::Explore].attempts, 1, "a rejected finish is fixed inside the attempt");
+
+    let requests = llm.requests();
+    let offered: Vec<_> = requests[0].tools.iter().map(|t| t.name.as_str()).collect();
+    assert!(offered.contains(&"read_file") && !offered.contains(&"write_file") && !offered.contains(&"run_command"));
+    let finish_schema = &requests[0].tools.iter().find(|t| t.name == "finish").unwrap().input_schema;
+    assert!(
+        finish_schema["properties"]["output"]["properties"]["key_files"].is_object(),
+        "finish carries the phase schema"
+    );
+    let result = |i: usize| match &requests[i].messages.last().unwrap().content[0] {
+        ContentBlock::ToolResult { content, is_error, .. } => (content.clone(), *is_error),
+        other => panic!("{other:?}"),
+    };
+    assert!(result(1).0.contains("textkit/strings.py"), "the agent listed the real repository");
+    assert!(result(2).0.contains("def title_case"), "and read it");
+    assert!(result(3).1 && result(3).0.contains("not available in exploration mode"));
+    assert!(result(4).1 && result(4).0.contains("finish rejected"), "{}", result(4).0);
+    assert_eq!(
+        tokio::fs::read_to_string(repo_dir.path().join("textkit/strings.py")).await.unwrap(),
+        "def title_case(s):\n    return s.title()\n"
+    );
+    let steps = store
+        .read_events(Cursor::START, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.event, Event::AgentStep { .. }))
+        .count();
+    assert!(steps >= 10, "the trajectory is recorded ({steps} steps)");
+}
