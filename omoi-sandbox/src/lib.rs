@@ -43,7 +43,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(any(feature = "local", feature = "docker", feature = "daytona"))]
+#[cfg(any(feature = "local", feature = "docker"))]
 mod output;
 #[cfg(any(feature = "docker", feature = "daytona"))]
 mod saga;

@@ -222,3 +222,17 @@ async fn unreachable_engine_is_a_retryable_error_and_root_is_refused() {
     let bad = SandboxSpec { limits: ResourceLimits { cpus: Some(-1.0), ..Default::default() }, ..Default::default() };
     assert!(matches!(provider.create(bad).await, Err(SandboxError::InvalidRequest(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_exec_kills_its_process_tree() {
+    let Some(builder) = builder() else { return };
+    let sandbox = builder.build().unwrap().create(SandboxSpec::default()).await.unwrap();
+    let req = ExecRequest::shell("(sleep 2; echo late > marker) & sleep 304").timeout(Duration::from_secs(600));
+    assert!(tokio::time::timeout(Duration::from_millis(700), sandbox.exec(req)).await.is_err());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let marker = WorkspacePath::parse("marker").unwrap();
+    assert!(matches!(sandbox.read_file(&marker).await, Err(SandboxError::FileNotFound(_))));
+    let ps = sandbox.exec(ExecRequest::shell("ps -eo args | grep -c '^sleep 304' || true")).await.unwrap();
+    assert_eq!(ps.stdout_text().trim(), "0");
+    sandbox.destroy().await.unwrap();
+}

@@ -73,3 +73,14 @@ async fn background_jobs_left_by_a_finished_command_are_killed() {
     assert!(matches!(sandbox.read_file(&marker).await, Err(omoi_core::SandboxError::FileNotFound(_))));
     sandbox.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_exec_kills_its_process_tree() {
+    let sandbox = local().create(SandboxSpec::default()).await.unwrap();
+    let req = ExecRequest::shell("(sleep 1.5; echo late > marker) & sleep 300").timeout(Duration::from_secs(600));
+    assert!(tokio::time::timeout(Duration::from_millis(500), sandbox.exec(req)).await.is_err());
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let marker = omoi_core::WorkspacePath::parse("marker").unwrap();
+    assert!(matches!(sandbox.read_file(&marker).await, Err(omoi_core::SandboxError::FileNotFound(_))));
+    sandbox.destroy().await.unwrap();
+}

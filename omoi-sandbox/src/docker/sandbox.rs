@@ -45,24 +45,7 @@ impl DockerSandbox {
 
     /// Runs one of the adapter's own commands (no wrapper, no tree kill).
     pub(super) async fn helper(&self, cmd: Vec<String>, user: &str) -> Result<Helper, SandboxError> {
-        let docker = self.shared.docker().await?;
-        let spec = Spec {
-            cmd,
-            user: user.to_owned(),
-            workdir: "/".into(),
-            env: Vec::new(),
-            stdin: None,
-            output_limit: 1 << 20,
-            timeout: HELPER_TIMEOUT,
-        };
-        let out = exec::run(docker, self.id, &self.container, spec, None::<std::future::Ready<()>>).await?;
-        if out.timed_out {
-            return Err(SandboxError::Unavailable {
-                provider: "docker",
-                message: format!("helper command did not finish within {HELPER_TIMEOUT:?}"),
-            });
-        }
-        Ok(Helper { exit_code: out.exit_code, stdout: out.stdout, stderr: out.stderr })
+        run_helper(&self.shared, self.id, &self.container, cmd, user).await
     }
 
     /// Resolves `path` inside the container (symlinks included) and checks it is confined.
@@ -108,15 +91,18 @@ impl DockerSandbox {
             output_limit: req.output_limit,
             timeout: req.timeout,
         };
-        let kill = async {
-            let cmd = vec!["sh".into(), "-c".into(), KILL.into(), "omoi-kill".into(), pidfile.clone()];
-            if let Err(e) = self.helper(cmd, &self.shared.config.user).await {
-                tracing::warn!(error = %e, "killing a timed-out command failed");
-            }
+        let mut guard = KillOnDrop {
+            shared: Arc::clone(&self.shared),
+            id: self.id,
+            container: self.container.clone(),
+            pidfile: pidfile.clone(),
+            armed: true,
         };
+        let kill = kill_recorded_group(&self.shared, self.id, &self.container, &pidfile);
         let docker = self.shared.docker().await?;
         let Captured { exit_code, stdout, stdout_truncated, stderr, stderr_truncated, timed_out, duration } =
             exec::run(docker, self.id, &self.container, spec, Some(kill)).await?;
+        guard.armed = false;
         let exit_code = exit_code.map(|c| i32::try_from(c).unwrap_or(i32::MAX));
         tracing::debug!(?exit_code, timed_out, "exec finished");
         Ok(ExecOutput { exit_code, stdout, stderr, stdout_truncated, stderr_truncated, timed_out, duration })
@@ -126,6 +112,65 @@ impl DockerSandbox {
     pub(super) async fn remove(&self) -> Result<(), SandboxError> {
         let docker = self.shared.docker().await?;
         remove_container(docker, &self.container).await
+    }
+}
+
+/// Runs a helper command in `container` (see [`DockerSandbox::helper`]).
+async fn run_helper(
+    shared: &Shared,
+    id: SandboxId,
+    container: &str,
+    cmd: Vec<String>,
+    user: &str,
+) -> Result<Helper, SandboxError> {
+    let docker = shared.docker().await?;
+    let spec = Spec {
+        cmd,
+        user: user.to_owned(),
+        workdir: "/".into(),
+        env: Vec::new(),
+        stdin: None,
+        output_limit: 1 << 20,
+        timeout: HELPER_TIMEOUT,
+    };
+    let out = exec::run(docker, id, container, spec, None::<std::future::Ready<()>>).await?;
+    if out.timed_out {
+        return Err(SandboxError::Unavailable {
+            provider: "docker",
+            message: format!("helper command did not finish within {HELPER_TIMEOUT:?}"),
+        });
+    }
+    Ok(Helper { exit_code: out.exit_code, stdout: out.stdout, stderr: out.stderr })
+}
+
+/// Kills the process group recorded in `pidfile`.
+async fn kill_recorded_group(shared: &Shared, id: SandboxId, container: &str, pidfile: &str) {
+    let cmd = vec!["sh".into(), "-c".into(), KILL.into(), "omoi-kill".into(), pidfile.to_owned()];
+    if let Err(e) = run_helper(shared, id, container, cmd, &shared.config.user).await {
+        tracing::warn!(error = %e, "killing a command's process group failed");
+    }
+}
+
+/// Kills a command's process group if its exec future is dropped before it finished (the
+/// caller gave up): Docker would otherwise let it run on.
+struct KillOnDrop {
+    shared: Arc<Shared>,
+    id: SandboxId,
+    container: String,
+    pidfile: String,
+    armed: bool,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (shared, id, container, pidfile) =
+            (Arc::clone(&self.shared), self.id, self.container.clone(), self.pidfile.clone());
+        tracing::debug!(%pidfile, "exec abandoned; killing its process group");
+        runtime.spawn(async move { kill_recorded_group(&shared, id, &container, &pidfile).await });
     }
 }
 

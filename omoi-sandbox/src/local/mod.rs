@@ -106,6 +106,7 @@ impl SandboxProvider for LocalSandboxProvider {
     async fn create(&self, spec: SandboxSpec) -> Result<Arc<dyn Sandbox>, SandboxError> {
         let id = SandboxId::new();
         let span = tracing::info_span!("sandbox.create", provider = "local", sandbox_id = %id);
+        check_env(&spec.env)?;
         async {
             let root = self.root.clone();
             let workspace = blocking(move || {

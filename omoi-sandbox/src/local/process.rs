@@ -33,12 +33,20 @@ impl ProcessGroups {
     }
 }
 
-/// Removes a group from the registry when the command is done.
-struct Registered<'a>(&'a ProcessGroups, u32);
+/// Keeps a group registered while its command runs. If the exec future is dropped before
+/// the group was killed (the caller gave up), the drop kills the group.
+struct Registered<'a> {
+    groups: &'a ProcessGroups,
+    pgid: u32,
+    armed: bool,
+}
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.0.0.lock().remove(&self.1);
+        if self.armed {
+            kill_group(self.pgid);
+        }
+        self.groups.0.lock().remove(&self.pgid);
     }
 }
 
@@ -117,7 +125,7 @@ pub(crate) async fn run(job: Job, groups: &ProcessGroups) -> Result<ExecOutput, 
         return Err(SandboxError::Backend { provider: "local", message: "child exited before it was tracked".into() });
     };
     groups.0.lock().insert(pgid);
-    let _registered = Registered(groups, pgid);
+    let mut registered = Registered { groups, pgid, armed: true };
 
     let stdout = Arc::new(Mutex::new(CappedBuffer::new(job.output_limit)));
     let stderr = Arc::new(Mutex::new(CappedBuffer::new(job.output_limit)));
@@ -142,6 +150,7 @@ pub(crate) async fn run(job: Job, groups: &ProcessGroups) -> Result<ExecOutput, 
     };
     // Whatever is left in the group (background jobs, or everything on a timeout) dies now.
     kill_group(pgid);
+    registered.armed = false;
     let (exit_code, timed_out) = match waited {
         Some(status) => (status.map_err(|e| backend("wait", e))?.code(), false),
         None => {
