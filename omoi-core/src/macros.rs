@@ -5,7 +5,7 @@
 //! `as_str`/`FromStr`/`Display` pair, serde (as that string), a JSON schema (an enum of those
 //! strings) and an `ALL` array used by exhaustive tests, so the three can never disagree.
 
-/// Error returned when a string names no variant of a [`string_enum!`] type.
+/// Error returned when a string names no variant of a [`string_enum!`](crate::string_enum) type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} {input:?} (expected one of: {expected})")]
 pub struct ParseEnumError {
@@ -93,4 +93,3 @@ macro_rules! string_enum {
         }
     };
 }
-
