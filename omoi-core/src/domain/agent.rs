@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::AgentId;
-use crate::string_enum;
 use crate::state::AgentStatus;
+use crate::string_enum;
 
 string_enum! {
     /// What an agent does. Decides its heartbeat TTL (monitors beat less often).

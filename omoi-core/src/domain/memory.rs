@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::MemoryId;
-use crate::string_enum;
 use crate::rrf::{self, RankedList, RrfParams};
+use crate::string_enum;
 
 string_enum! {
     /// What a memory records.

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{ExecutionMode, Priority};
 use crate::ids::{SpecId, TicketId};
-use crate::string_enum;
 use crate::state::TaskState;
+use crate::string_enum;
 
 string_enum! {
     /// Board column of a ticket.
