@@ -37,3 +37,108 @@ omoi_core::spec_store_suite!(store);
 omoi_core::agent_store_suite!(store);
 omoi_core::event_store_suite!(store);
 omoi_core::memory_store_suite!(three_dims);
+
+/// Behaviour specific to the SQLite adapter: several stores (as several processes would) on one
+/// file, errors at open, the persisted embedding dimension.
+mod file {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use omoi_core::{
+        AgentId, ClaimRequest, Completion, Cursor, Event, EventStore, MemoryKind, MemoryStore, NewMemory, NewTask,
+        StoreError, TaskStore,
+    };
+
+    use super::*;
+
+    /// Two stores on one file claim from the same queue: every task exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_stores_on_one_file_claim_each_task_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let a = SqliteStore::open(&path).await.unwrap();
+        let b = SqliteStore::open(&path).await.unwrap();
+        let tasks: Vec<NewTask> = (0..400).map(|i| NewTask::new(format!("t{i}"))).collect();
+        a.insert_tasks(tasks).await.unwrap();
+        let mut workers = Vec::new();
+        for store in [a.clone(), b.clone(), a.clone(), b.clone()] {
+            workers.push(tokio::spawn(async move {
+                let holder = AgentId::new();
+                let mut mine = Vec::new();
+                loop {
+                    let req = ClaimRequest::new(holder, 7, Duration::from_secs(60));
+                    let claimed = match store.claim(&req).await {
+                        Ok(c) => c,
+                        Err(e) if e.is_retryable() => continue,
+                        Err(e) => panic!("{e}"),
+                    };
+                    if claimed.is_empty() {
+                        break;
+                    }
+                    let items = claimed.iter().map(|c| (c.task.id, c.lease.token, Completion::default())).collect();
+                    assert!(store.complete_many(items).await.unwrap().iter().all(Result::is_ok));
+                    mine.extend(claimed.into_iter().map(|c| c.task.id));
+                }
+                mine
+            }));
+        }
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.await.unwrap());
+        }
+        assert_eq!(all.len(), 400, "every task claimed once");
+        assert_eq!(all.iter().collect::<HashSet<_>>().len(), 400, "no task claimed twice");
+    }
+
+    /// A subscriber of one store sees events committed through another store on the same file
+    /// (the polling backstop), in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscriber_sees_events_written_by_another_store_on_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let reader = SqliteStore::open(&path).await.unwrap();
+        let writer = SqliteStore::open(&path).await.unwrap();
+        let mut stream = reader.subscribe(Cursor::START).await.unwrap();
+        let agent = AgentId::new();
+        for i in 0..5 {
+            let e =
+                Event::MonitorIntervention { agent_id: agent, severity: "guidance".into(), message: format!("m{i}") };
+            writer.append_events(vec![e]).await.unwrap();
+        }
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            let e = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
+            got.push(e.cursor);
+        }
+        assert_eq!(
+            got,
+            writer.read_events(Cursor::START, 10).await.unwrap().iter().map(|e| e.cursor).collect::<Vec<_>>()
+        );
+    }
+
+    /// A file that cannot be opened is `Unavailable`, naming the path.
+    #[tokio::test]
+    async fn unopenable_file_is_unavailable_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-dir").join("omoi.db");
+        let err = SqliteStore::open(&path).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { backend: "sqlite", .. }), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    }
+
+    /// The embedding dimension is kept in the file: reopening with another one is refused.
+    #[tokio::test]
+    async fn embedding_dimension_is_persisted_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memories.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.put_memory(NewMemory::new(MemoryKind::Learning, "four dims", vec![1.0, 0.0, 0.0, 0.0])).await.unwrap();
+        drop(store);
+        let again = SqliteStore::open(&path).await.unwrap();
+        let err = again.put_memory(NewMemory::new(MemoryKind::Learning, "three", vec![1.0, 0.0, 0.0])).await;
+        assert!(matches!(err, Err(StoreError::DimensionMismatch { expected: 4, got: 3 })), "{err:?}");
+        let err = SqliteStore::builder(&path).dimensions(8).open().await.unwrap_err();
+        assert!(matches!(err, StoreError::DimensionMismatch { expected: 4, got: 8 }), "{err}");
+    }
+}

@@ -1,43 +1,4 @@
-//! The SQLite adapter: every store port in one file on disk, no server.
-//!
-//! Built on sqlx with a bundled libsqlite3 (FTS5 included), so it compiles anywhere. The
-//! database runs in WAL mode with `synchronous = NORMAL` and a busy timeout; the schema comes from
-//! the migrations in `migrations/sqlite`, applied on open.
-//!
-//! | port | supported |
-//! |---|---|
-//! | `TaskStore` | yes: a claim is one `BEGIN IMMEDIATE` write transaction, so it is exactly-once across threads and processes |
-//! | `SpecStore` | yes |
-//! | `AgentStore` | yes |
-//! | `EventStore` | yes: events are rows written in the transaction of their change (outbox); subscribers are woken in-process and poll every 250 ms for other processes' writes |
-//! | `MemoryStore` | yes: FTS5 (BM25) keywords and exact cosine over little-endian `f32` blobs, fused by RRF |
-//!
-//! Writes go through one writer connection per process (the process-wide write lock) and
-//! `BEGIN IMMEDIATE` (the file's write lock), so writers never deadlock upgrading a read lock;
-//! reads use a separate pool and never block the writer. Every time comes from the injected
-//! [`Clock`] and is stored as integer microseconds since the epoch. Several processes may open the
-//! same file: they share the queue and see each other's events.
-//!
-//! Errors: a busy or locked database and pool timeouts are [`StoreError::Unavailable`]
-//! (retryable); a file that cannot be opened is `Unavailable` naming the path.
-//!
-//! ```
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use std::time::Duration;
-//! use omoi_core::{AgentId, ClaimRequest, Completion, NewTask, TaskStore};
-//! use omoi_store::SqliteStore;
-//!
-//! let dir = tempfile::tempdir().unwrap();
-//! let store = SqliteStore::open(dir.path().join("omoi.db")).await.unwrap();
-//! let build = NewTask::new("build");
-//! let test = NewTask::new("test").depends_on([build.id]);
-//! store.insert_tasks(vec![build.clone(), test.clone()]).await.unwrap();
-//! let claimed = store.claim(&ClaimRequest::new(AgentId::new(), 10, Duration::from_secs(30))).await.unwrap();
-//! assert_eq!(claimed.len(), 1);
-//! let released = store.complete(build.id, claimed[0].lease.token, Completion::default()).await.unwrap();
-//! assert_eq!(released, vec![test.id]);
-//! # });
-//! ```
+//! The SQLite adapter: every store port in one file on disk (see [`SqliteStore`]).
 
 mod agents;
 mod codec;
@@ -69,6 +30,45 @@ const DEFAULT_READERS: u32 = 4;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Every store port on one SQLite file. Cheap to clone: clones share the connection pools.
+///
+/// Built on sqlx with a bundled libsqlite3 (FTS5 included), so it compiles anywhere. The
+/// database runs in WAL mode with `synchronous = NORMAL` and a busy timeout; the schema comes from
+/// the migrations in `migrations/sqlite`, applied on open.
+///
+/// | port | supported |
+/// |---|---|
+/// | `TaskStore` | yes: a claim is one `BEGIN IMMEDIATE` write transaction, so it is exactly-once across threads and processes |
+/// | `SpecStore` | yes |
+/// | `AgentStore` | yes |
+/// | `EventStore` | yes: events are rows written in the transaction of their change (outbox); subscribers are woken in-process and poll every 250 ms for other processes' writes |
+/// | `MemoryStore` | yes: FTS5 (BM25) keywords and exact cosine over little-endian `f32` blobs, fused by RRF |
+///
+/// Writes go through one writer connection per process (the process-wide write lock) and
+/// `BEGIN IMMEDIATE` (the file's write lock), so writers never deadlock upgrading a read lock;
+/// reads use a separate pool and never block the writer. Every time comes from the injected
+/// [`Clock`] and is stored as integer microseconds since the epoch. Several processes may open the
+/// same file: they share the queue and see each other's events.
+///
+/// Errors: a busy or locked database and pool timeouts are [`StoreError::Unavailable`]
+/// (retryable); a file that cannot be opened is `Unavailable` naming the path.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use omoi_core::{AgentId, ClaimRequest, Completion, NewTask, TaskStore};
+/// use omoi_store::SqliteStore;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = SqliteStore::open(dir.path().join("omoi.db")).await.unwrap();
+/// let build = NewTask::new("build");
+/// let test = NewTask::new("test").depends_on([build.id]);
+/// store.insert_tasks(vec![build.clone(), test.clone()]).await.unwrap();
+/// let claimed = store.claim(&ClaimRequest::new(AgentId::new(), 10, Duration::from_secs(30))).await.unwrap();
+/// assert_eq!(claimed.len(), 1);
+/// let released = store.complete(build.id, claimed[0].lease.token, Completion::default()).await.unwrap();
+/// assert_eq!(released, vec![test.id]);
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,

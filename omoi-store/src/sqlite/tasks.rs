@@ -268,7 +268,7 @@ async fn claim(w: &mut Write, req: &ClaimRequest) -> Result<Vec<ClaimedTask>, St
     let claimed = TaskState::Ready.apply(TaskEvent::Claim).map_err(|e| StoreError::transition("task", "queue", e))?;
     let caps = json(&req.capabilities)?;
     let now = us(w.now);
-    let page = i64::try_from(req.limit.saturating_mul(2).clamp(16, 1024)).unwrap_or(1024);
+    let page = i64::try_from(req.limit.clamp(16, 1024)).unwrap_or(1024);
     let mut chosen: Vec<String> = Vec::new();
     // Concurrency key → tasks leased with it, counting this claim's picks.
     let mut leased_per_key: HashMap<String, i64> = HashMap::new();
@@ -420,22 +420,30 @@ async fn complete_many(
         dependents.entry(get(r, "dep_id")?).or_default().push(get(r, "task_id")?);
     }
     let now = us(w.now);
-    for (i, id, holder, next, completion) in accepted {
-        sqlx::query(
-            "UPDATE tasks SET state = ?2, result = ?3, usage_in = usage_in + ?4, usage_out = usage_out + ?5, \
-             usage_cost = usage_cost + ?6, lease_holder = NULL, lease_token = NULL, lease_expires = NULL, \
-             updated_at = ?7 WHERE id = ?1",
-        )
-        .bind(id.to_string())
-        .bind(next.as_str())
-        .bind(json(&completion.result)?)
-        .bind(int("input tokens", completion.usage.input_tokens)?)
-        .bind(int("output tokens", completion.usage.output_tokens)?)
-        .bind(completion.usage.cost_usd)
-        .bind(now)
-        .execute(w.conn())
-        .await
-        .map_err(db)?;
+    // One statement for the whole batch: each item's new state, result and usage as JSON.
+    let mut updates = Vec::with_capacity(accepted.len());
+    for (_, id, _, next, completion) in &accepted {
+        updates.push(serde_json::json!({
+            "id": id.to_string(),
+            "s": next.as_str(),
+            "r": completion.result,
+            "i": int("input tokens", completion.usage.input_tokens)?,
+            "o": int("output tokens", completion.usage.output_tokens)?,
+            "c": completion.usage.cost_usd,
+        }));
+    }
+    sqlx::query(
+        "UPDATE tasks SET state = j.value ->> '$.s', result = j.value -> '$.r', \
+         usage_in = usage_in + (j.value ->> '$.i'), usage_out = usage_out + (j.value ->> '$.o'), \
+         usage_cost = usage_cost + (j.value ->> '$.c'), lease_holder = NULL, lease_token = NULL, \
+         lease_expires = NULL, updated_at = ?1 FROM json_each(?2) AS j WHERE tasks.id = j.value ->> '$.id'",
+    )
+    .bind(now)
+    .bind(json(&updates)?)
+    .execute(w.conn())
+    .await
+    .map_err(db)?;
+    for (i, id, holder, _, _) in accepted {
         w.emit(Event::TaskCompleted { task_id: id, holder });
         let mut released = Vec::new();
         for d in dependents.remove(&id.to_string()).unwrap_or_default() {
