@@ -60,7 +60,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `CLIENT LIST`) and reads with `XREAD BLOCK 1000` from the last delivered cursor: first what is
 /// already stored (replay), then live events. If the connection fails, the stream reconnects with
 /// backoff (100 ms doubling to 2 s) and resumes from the last delivered cursor, so nothing is lost
-/// or repeated. Other operations share one auto-reconnecting connection named `omoi:<prefix>`.
+/// or repeated. Other operations share one auto-reconnecting connection (named `omoi:<prefix>`
+/// when the store connects; the driver does not rename it after a reconnect).
 ///
 /// Errors: a refused or dropped connection, a timeout or a loading server is
 /// [`StoreError::Unavailable`](omoi_core::StoreError::Unavailable) (retryable; the URL in the message has its password redacted);
