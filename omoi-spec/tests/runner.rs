@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{Harness, fixture, push, push_happy_path, push_json, routed_llm};
 use omoi_core::config::SpecConfig;
 use omoi_core::testkit::Scripted;
-use omoi_core::{LlmError, NewSpec, SpecPhase, SpecState, SpecStore, TaskFilter, TaskStore};
+use omoi_core::{LlmError, NewSpec, SpecPhase, SpecState, SpecStore, TaskFilter};
 use omoi_spec::{BudgetExceeded, RunOutcome, SpecError};
 use serde_json::json;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use omoi_core::config::SpecConfig;
 use omoi_core::testkit::{ManualClock, Scripted, ScriptedLlm, text_response};
-use omoi_core::{CompletionRequest, Event, EventStore, SpecPhase, StoredEvent};
+use omoi_core::{CompletionRequest, Event, EventStore, SpecPhase, SpecStore, StoredEvent, TaskStore};
 use omoi_spec::{SpecRunner, StructuredExecutor};
 use omoi_store::InMemoryStore;
 use serde_json::Value;
@@ -54,9 +54,13 @@ pub fn push_happy_path(llm: &ScriptedLlm) {
     }
 }
 
+/// Every store port the runner and the tests use, on one adapter.
+pub trait Stores: SpecStore + EventStore + TaskStore {}
+impl<T: SpecStore + EventStore + TaskStore> Stores for T {}
+
 pub struct Harness {
     pub clock: Arc<ManualClock>,
-    pub store: Arc<InMemoryStore>,
+    pub store: Arc<dyn Stores>,
     pub llm: Arc<ScriptedLlm>,
     pub runner: Arc<SpecRunner>,
 }
@@ -68,10 +72,10 @@ impl Harness {
         Self::with(clock, store, routed_llm(), config)
     }
 
-    pub fn with(clock: Arc<ManualClock>, store: Arc<InMemoryStore>, llm: Arc<ScriptedLlm>, config: SpecConfig) -> Self {
+    pub fn with(clock: Arc<ManualClock>, store: Arc<dyn Stores>, llm: Arc<ScriptedLlm>, config: SpecConfig) -> Self {
         let runner = Arc::new(SpecRunner::new(
-            store.clone(),
-            store.clone(),
+            store.clone() as Arc<dyn SpecStore>,
+            store.clone() as Arc<dyn EventStore>,
             clock.clone(),
             Arc::new(StructuredExecutor::new(llm.clone())),
             config,
