@@ -135,6 +135,17 @@ fn clip(s: &str) -> String {
     format!("{}… [{} bytes]", &s[..cut], s.len())
 }
 
+/// `v` with every string longer than the detail limit clipped, so steps stay small but keep
+/// their structure (a tool's `path` stays readable even when its `content` is huge).
+fn clip_value(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(clip(s)),
+        Value::Array(a) => Value::Array(a.iter().map(clip_value).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), clip_value(v))).collect()),
+        other => other.clone(),
+    }
+}
+
 struct Recorder<'a> {
     events: &'a dyn EventStore,
     task_id: TaskId,
@@ -260,7 +271,7 @@ impl AgentRun<'_> {
         rec: &mut Recorder<'_>,
         out: &mut AgentOutcome,
     ) -> Result<(String, bool), AgentError> {
-        rec.step("tool_call", json!({ "name": call.name, "input": clip(&call.input.to_string()) })).await?;
+        rec.step("tool_call", json!({ "name": call.name, "input": clip_value(&call.input) })).await?;
         if let Some(refusal) = self.policy.refusal(&call.name) {
             rec.step("refused", json!({ "name": call.name, "reason": refusal })).await?;
             return Ok((refusal, true));
