@@ -1,61 +1,6 @@
 //! The Postgres adapter: every store port on one Postgres database (with pgvector), shared by
-//! any number of worker processes.
-//!
-//! | port | how |
-//! |---|---|
-//! | `TaskStore` | `FOR UPDATE SKIP LOCKED` claims in batches on a partial index of ready tasks; fencing tokens from a per-task claim counter; batched completion releasing dependents through an edge table with unmet-dependency counts |
-//! | `SpecStore` | specs, checkpoints, tickets; sync keyed by (spec, local id) in one transaction |
-//! | `AgentStore` | one row per agent; heartbeats checked under a row lock |
-//! | `EventStore` | an outbox table written in the same transaction as the state change; `LISTEN`/`NOTIFY` wake-ups with a polling backstop |
-//! | `MemoryStore` | pgvector `vector(dims)` with an HNSW cosine index, a generated `tsvector` with a GIN index, fused by RRF |
-//!
-//! # Claims
-//!
-//! `omoi_claim` (a PL/pgSQL function, one round trip) picks up to `limit` ready rows in queue
-//! order (band, `run_at`, id) from the partial index `tasks_ready` with `FOR UPDATE SKIP LOCKED`,
-//! keeps those whose required capabilities are a subset of the worker's, and leases them. Rows
-//! locked by another claimer are skipped, never waited on, so each lease is handed out once.
-//! Tasks with a concurrency key take a transaction-scoped advisory lock per key (only keyed
-//! tasks pay for it); the count of that key's leases is made after the lock, in a fresh
-//! snapshot, so two claimers can never both push a key over its limit. Each claim increments
-//! the task's claim counter, which is the fencing token (`DESIGN-NOTES.md`, item 1).
-//!
-//! # Event cursors: commit order equals cursor order
-//!
-//! A reader that has seen cursor *n* must never later find an event below *n*. With a plain
-//! sequence that fails: transaction A takes cursor 5, B takes 6 and commits first, a reader
-//! sees 6 and moves past 5 before A commits. Here every event-writing transaction assigns its
-//! cursors with `UPDATE event_counter SET last_cursor = last_cursor + n RETURNING …` (in
-//! `omoi_emit`), as its last statement before commit. The counter row stays locked until that
-//! transaction ends, so the next writer gets its cursors only after the previous one committed
-//! (or rolled back, giving its numbers back: cursors are gap-free). The lock is held for one
-//! statement and the commit, which Postgres already serializes for notifying transactions
-//! (`NOTIFY` takes a database-wide lock at commit), so it costs little extra. `pg_notify` in the
-//! same transaction wakes subscribers (`LISTEN` on a dedicated connection per subscription);
-//! they also poll every [`POLL_BACKSTOP`] in case a notification is lost with a connection.
-//!
-//! # Time, errors, schemas
-//!
-//! Every timestamp comes from the injected [`Clock`] (truncated to microseconds, Postgres'
-//! precision), never `now()`. Connection failures, pool timeouts, admin shutdowns,
-//! serialization failures and deadlocks are [`StoreError::Unavailable`] (retryable). With
-//! [`PostgresStoreBuilder::schema`] the store lives in its own schema (created if missing,
-//! `search_path = <schema>, public` on every connection; pgvector's type stays in `public`).
-//! Migrations (`migrations/postgres`) run on connect.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), omoi_core::StoreError> {
-//! use std::time::Duration;
-//! use omoi_core::{AgentId, ClaimRequest, Completion, NewTask, TaskStore};
-//! use omoi_store::PostgresStore;
-//!
-//! let store = PostgresStore::builder("postgres://omoi@127.0.0.1/omoi").schema("omoi").dimensions(384).connect().await?;
-//! let build = NewTask::new("build");
-//! store.insert_tasks(vec![build.clone()]).await?;
-//! let claimed = store.claim(&ClaimRequest::new(AgentId::new(), 10, Duration::from_secs(30))).await?;
-//! store.complete(build.id, claimed[0].lease.token, Completion::default()).await?;
-//! # Ok(()) }
-//! ```
+//! any number of worker processes. See [`PostgresStore`] for how claims, completions and event
+//! cursors work.
 
 mod agents;
 mod error;
@@ -80,7 +25,86 @@ use self::error::{BACKEND, db, redact_url};
 /// How often a subscriber polls when no notification arrives (a lost `NOTIFY` costs at most this).
 pub(crate) const POLL_BACKSTOP: Duration = Duration::from_millis(500);
 
-/// Every store port on Postgres. Cheap to clone: clones share one connection pool.
+/// Every store port on one Postgres database (with pgvector), shared by any number of worker
+/// processes. Cheap to clone: clones share one connection pool.
+///
+/// | port | how |
+/// |---|---|
+/// | `TaskStore` | `FOR UPDATE SKIP LOCKED` claims in batches on a partial index of ready tasks; fencing tokens from a per-task claim counter; batched completion releasing dependents through an edge table with unmet-dependency counts |
+/// | `SpecStore` | specs, checkpoints, tickets; sync keyed by (spec, local id) in one transaction |
+/// | `AgentStore` | one row per agent; heartbeats checked under a row lock |
+/// | `EventStore` | an outbox table written in the same transaction as the state change; `LISTEN`/`NOTIFY` wake-ups with a polling backstop |
+/// | `MemoryStore` | pgvector `vector(dims)` with an HNSW cosine index, a generated `tsvector` with a GIN index, fused by RRF |
+///
+/// # Claims
+///
+/// `omoi_claim` (a PL/pgSQL function, one round trip) picks up to `limit` ready rows in queue
+/// order (band, `run_at`, id) from the partial index `tasks_ready` with `FOR UPDATE SKIP LOCKED`,
+/// keeps those whose required capabilities are a subset of the worker's, and leases them. Rows
+/// locked by another claimer are skipped, never waited on, so each lease is handed out once.
+/// Tasks with a concurrency key take a transaction-scoped advisory lock per key (only keyed
+/// tasks pay for it); the count of that key's leases is made after the lock, in a fresh
+/// snapshot, so two claimers can never both push a key over its limit. Each claim increments
+/// the task's claim counter, which is the fencing token (`DESIGN-NOTES.md`, item 1).
+///
+/// # Completions
+///
+/// `complete` and `complete_many` are one call of `omoi_complete` (one round trip, one
+/// transaction for the whole batch): each item is fenced by its token, and dependents are
+/// released in the same transaction through the `task_edges` table, whose unmet-dependency
+/// counts are decremented set-wise (a dependent reaching zero goes `Waiting → Ready`). An
+/// insert whose dependency is being completed concurrently cannot lose its edge: inserts lock
+/// the dependency rows `FOR SHARE`, and the completion reads edges in a statement that starts
+/// after it holds those rows. One `task.completed` event per item, then `task.ready` for what it
+/// released, and a single `NOTIFY` per transaction.
+///
+/// # Faults
+///
+/// A dropped connection, a restarting server, a pool timeout, a serialization failure or a
+/// deadlock is [`StoreError::Unavailable`]: retry with backoff. The pool re-connects by itself.
+/// A call whose answer was lost may still have committed. Retrying a `complete` that did
+/// commit yields `StaleLease` (the lease ended with the completion): read the task, and if it is
+/// `Completed` the work is done. A `claim` whose answer was lost leaves leases nobody knows of;
+/// they come back through [`reclaim_expired`](omoi_core::TaskStore::reclaim_expired) when they
+/// lapse, or at once with [`reclaim_holder`](omoi_core::TaskStore::reclaim_holder) for the
+/// claiming agent.
+///
+/// # Event cursors: commit order equals cursor order
+///
+/// A reader that has seen cursor *n* must never later find an event below *n*. With a plain
+/// sequence that fails: transaction A takes cursor 5, B takes 6 and commits first, a reader
+/// sees 6 and moves past 5 before A commits. Here every event-writing transaction assigns its
+/// cursors with `UPDATE event_counter SET last_cursor = last_cursor + n RETURNING …` (in
+/// `omoi_emit`), as its last statement before commit. The counter row stays locked until that
+/// transaction ends, so the next writer gets its cursors only after the previous one committed
+/// (or rolled back, giving its numbers back: cursors are gap-free). The lock is held for one
+/// statement and the commit, which Postgres already serializes for notifying transactions
+/// (`NOTIFY` takes a database-wide lock at commit), so it costs little extra. `pg_notify` in the
+/// same transaction wakes subscribers (`LISTEN` on a dedicated connection per subscription);
+/// they also poll every 500 ms in case a notification is lost with a connection.
+///
+/// # Time, errors, schemas
+///
+/// Every timestamp comes from the injected [`Clock`] (truncated to microseconds, Postgres'
+/// precision), never `now()`. Connection failures, pool timeouts, admin shutdowns,
+/// serialization failures and deadlocks are [`StoreError::Unavailable`] (retryable). With
+/// [`PostgresStoreBuilder::schema`] the store lives in its own schema (created if missing,
+/// `search_path = <schema>, public` on every connection; pgvector's type stays in `public`).
+/// Migrations (`migrations/postgres`) run on connect.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), omoi_core::StoreError> {
+/// use std::time::Duration;
+/// use omoi_core::{AgentId, ClaimRequest, Completion, NewTask, TaskStore};
+/// use omoi_store::PostgresStore;
+///
+/// let store = PostgresStore::builder("postgres://omoi@127.0.0.1/omoi").schema("omoi").dimensions(384).connect().await?;
+/// let build = NewTask::new("build");
+/// store.insert_tasks(vec![build.clone()]).await?;
+/// let claimed = store.claim(&ClaimRequest::new(AgentId::new(), 10, Duration::from_secs(30))).await?;
+/// store.complete(build.id, claimed[0].lease.token, Completion::default()).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,
