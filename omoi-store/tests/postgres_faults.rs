@@ -12,6 +12,11 @@ use omoi_core::{
     TaskStore,
 };
 use omoi_store::PostgresStore;
+use tokio::sync::RwLock;
+
+/// The restart test holds this exclusively; the other tests of this binary that use the
+/// database hold it shared, so the restart never cuts them off.
+static DATABASE: RwLock<()> = RwLock::const_new(());
 
 #[tokio::test]
 async fn unreachable_database_fails_with_a_clear_error_naming_the_redacted_url() {
@@ -82,6 +87,7 @@ async fn complete_surely(store: &PostgresStore, c: &ClaimedTask, errors: &mut us
 
 #[tokio::test]
 async fn a_completion_retried_after_it_committed_is_recognized_as_done() {
+    let _shared = DATABASE.read().await;
     let Some(store) = pg_common::store(std::sync::Arc::new(SystemClock), 3).await else { return };
     store.insert_tasks(independent(1)).await.unwrap();
     let c = store.claim(&ClaimRequest::new(AgentId::new(), 1, Duration::from_secs(60))).await.unwrap().remove(0);
@@ -105,11 +111,12 @@ fn services_script() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_mid_run_is_retryable_and_loses_nothing() {
     const N: usize = 400;
+    let _exclusive = DATABASE.write().await;
     let Some(url) = pg_common::url() else { return };
     // A short acquire timeout, so the outage surfaces as errors instead of waits inside the pool.
     let store = PostgresStore::builder(url)
         .schema(pg_common::schema_name())
-        .acquire_timeout(Duration::from_millis(150))
+        .acquire_timeout(Duration::from_millis(100))
         .connect()
         .await
         .expect("connect");
