@@ -36,9 +36,11 @@ use omoi_store::SqliteStore;
 const IDEA: &str = "Add a slugify(text, max_length=None) function with tests to pyutils, our tiny dependency-free \
 Python utils package: lower-case, ASCII-transliterated, hyphen-separated slugs for URLs and file names.";
 
-/// A real model if the environment names one, else the recording. Returns the model and where
-/// it comes from.
-fn model() -> Result<(Arc<dyn LlmClient>, &'static str), Box<dyn Error>> {
+/// A model and where it comes from.
+type Model = (Arc<dyn LlmClient>, &'static str);
+
+/// A real model if the environment names one, else the recording.
+fn model() -> Result<Model, Box<dyn Error>> {
     let set = |var: &str| std::env::var(var).is_ok_and(|v| !v.is_empty());
     if set("ANTHROPIC_API_KEY") {
         return Ok((Arc::new(AnthropicClient::from_env()?), "Anthropic Messages API"));
