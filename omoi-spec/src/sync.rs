@@ -9,7 +9,7 @@
 //!    be synced is sent back to the model instead of breaking later.
 //! 2. [`build_plan`] turns the TASKS output into a [`SyncPlan`] (refusing the same problems with
 //!    a typed [`SyncError`] naming them, then running the stores' own
-//!    [`plan_sync`](omoi_core::queue::plan_sync) check).
+//!    [`plan_sync`] check).
 //! 3. [`analyze`] computes the SYNC phase's output: coverage matrix, traceability stats,
 //!    critical path (on estimated hours) and parallel waves, blockers.
 //! 4. [`materialize`] stores the plan through [`SpecStore::sync`], which keys tickets and tasks

@@ -38,7 +38,7 @@ pub struct Requirement {
     pub category: String,
     /// Priority.
     pub priority: Priority,
-    /// The requirement in EARS form, e.g. "WHEN <trigger>, the <system> SHALL <response>".
+    /// The requirement in EARS form, e.g. `WHEN <trigger>, the <system> SHALL <response>`.
     pub text: String,
     /// Checkable outcomes (2+).
     pub acceptance_criteria: Vec<String>,
