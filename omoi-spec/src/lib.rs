@@ -8,7 +8,8 @@
 //! - [`prompt`]: per-phase prompts with the idea, earlier outputs summarized within
 //!   `prompt_context_chars`, the previous attempt's feedback and the output schema.
 //! - [`evaluate`]: deterministic structural evaluators with OmoiOS's weights; a phase passes at
-//!   `pass_threshold` (0.7) with no blocking problem.
+//!   `pass_threshold` (0.7) with no blocking problem; an optional [`Judge`] (for example
+//!   [`LlmJudge`]) can blend a model's verdict into the score.
 //! - [`executor`]: the [`PhaseExecutor`] port (how an output is produced) and the default
 //!   [`StructuredExecutor`] (one structured model call per attempt), with the shared [`Budget`].
 //! - [`runner`]: [`SpecRunner`]: attempts with feedback and backoff, checkpoints, resume that
@@ -51,7 +52,7 @@ pub mod sync;
 
 pub use budget::{Budget, BudgetExceeded, BudgetLimits};
 pub use error::SpecError;
-pub use evaluate::{Criterion, Evaluation, Evaluator, StructuralEvaluator};
+pub use evaluate::{Criterion, Evaluation, Evaluator, Judge, Judgement, LlmJudge, StructuralEvaluator};
 pub use executor::{PhaseAttempt, PhaseContext, PhaseError, PhaseExecutor, StructuredExecutor};
 pub use output::{PhaseOutput, PhaseOutputs};
 pub use prompt::{PhasePrompt, PromptBuilder};

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::budget::{Budget, BudgetLimits};
 use crate::error::SpecError;
-use crate::evaluate::{Evaluator, StructuralEvaluator};
+use crate::evaluate::{Evaluator, Judge, JudgeRequest, StructuralEvaluator};
 use crate::executor::{PhaseContext, PhaseError, PhaseExecutor};
 use crate::output::{PhaseOutput, PhaseOutputs};
 use crate::prompt::PromptBuilder;
@@ -48,6 +48,7 @@ pub struct SpecRunner {
     clock: Arc<dyn Clock>,
     executor: Arc<dyn PhaseExecutor>,
     evaluator: Arc<dyn Evaluator>,
+    judge: Option<(Arc<dyn Judge>, f64)>,
     config: SpecConfig,
     prompts: PromptBuilder,
 }
@@ -78,12 +79,20 @@ impl SpecRunner {
         config: SpecConfig,
     ) -> Self {
         let prompts = PromptBuilder::new(config.prompt_context_chars);
-        Self { specs, events, clock, executor, evaluator: Arc::new(StructuralEvaluator), config, prompts }
+        Self { specs, events, clock, executor, evaluator: Arc::new(StructuralEvaluator), judge: None, config, prompts }
     }
 
     /// Replaces the evaluator (for example with one that adds an LLM judge).
     pub fn with_evaluator(mut self, evaluator: Arc<dyn Evaluator>) -> Self {
         self.evaluator = evaluator;
+        self
+    }
+
+    /// Adds an LLM judge (off by default): an output the structural evaluator passes is also
+    /// judged, and the score becomes `(1 − weight) · structural + weight · judge`, which must
+    /// still reach the threshold. The judge's model calls go through the spec's budget.
+    pub fn with_judge(mut self, judge: Arc<dyn Judge>, weight: f64) -> Self {
+        self.judge = Some((judge, weight));
         self
     }
 
@@ -242,7 +251,18 @@ impl SpecRunner {
             };
             last = match output {
                 Ok(output) => {
-                    let eval = self.evaluator.evaluate(&output, earlier);
+                    let mut eval = self.evaluator.evaluate(&output, earlier);
+                    if let Some((judge, weight)) = &self.judge
+                        && eval.passes(threshold)
+                    {
+                        let request = JudgeRequest { spec, output: &output, structural: &eval, budget: &budget };
+                        match judge.judge(request).await {
+                            Ok(j) => eval = eval.with_judgement(&j, *weight),
+                            Err(PhaseError::Budget(source)) => return Err(SpecError::Budget { phase, source }),
+                            Err(PhaseError::Store(e)) => return Err(SpecError::Store(e)),
+                            Err(e) => return Err(SpecError::Executor { phase, message: format!("judge failed: {e}") }),
+                        }
+                    }
                     let passed = eval.passes(threshold);
                     tracing::info!(%phase, attempt, score = eval.score, passed, "phase attempt evaluated");
                     self.emit(Event::SpecPhaseEvaluated { spec_id: id, phase, attempt, score: eval.score, passed })

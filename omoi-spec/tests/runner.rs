@@ -321,3 +321,47 @@ async fn transient_errors_are_retried_and_permanent_ones_fail_at_once() {
     assert_eq!(elapsed, Duration::ZERO);
     assert_eq!(h.llm.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn llm_judge_blends_into_the_score_and_its_feedback_drives_the_retry() {
+    let h = Harness::new(SpecConfig::default());
+    let judge_llm = std::sync::Arc::new(omoi_core::testkit::ScriptedLlm::new());
+    judge_llm.push_json(&json!({"score": 0.2, "feedback": "key_files misses tests/conftest.py"}));
+    judge_llm.push_json(&json!({"score": 0.9, "feedback": ""}));
+    for _ in 0..5 {
+        judge_llm.push_json(&json!({"score": 1.0, "feedback": ""}));
+    }
+    let runner = std::sync::Arc::new(
+        omoi_spec::SpecRunner::new(
+            h.store.clone() as std::sync::Arc<dyn SpecStore>,
+            h.store.clone() as std::sync::Arc<dyn omoi_core::EventStore>,
+            h.clock.clone(),
+            std::sync::Arc::new(omoi_spec::StructuredExecutor::new(h.llm.clone())),
+            SpecConfig::default(),
+        )
+        .with_judge(std::sync::Arc::new(omoi_spec::LlmJudge::new(judge_llm.clone())), 0.5),
+    );
+    push_json(&h.llm, SpecPhase::Explore, &fixture("explore"));
+    push_happy_path(&h.llm);
+    let id = h.store.create_spec(new_spec()).await.unwrap().id;
+    let run = tokio::spawn(async move { runner.run(id).await });
+    while !run.is_finished() {
+        if h.clock.sleepers() > 0 {
+            h.clock.advance(Duration::from_secs(1));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(run.await.unwrap().unwrap(), RunOutcome::Completed);
+    let asked = h.llm.requests_on("explore");
+    assert_eq!(asked.len(), 2, "judged 0.5 · 1.0 + 0.5 · 0.2 = 0.6 < 0.7: retried");
+    assert!(asked[1].messages[0].text().contains("llm_judge scored 0.20"), "{}", asked[1].messages[0].text());
+    assert!(asked[1].messages[0].text().contains("key_files misses tests/conftest.py"));
+    let spec = h.store.get_spec(id).await.unwrap();
+    assert!((spec.checkpoints[&SpecPhase::Explore].score - 0.95).abs() < 1e-9);
+    assert_eq!(
+        judge_llm.requests().len(),
+        6,
+        "explore twice, then prd, requirements, design, tasks once; sync is not judged"
+    );
+    assert!(judge_llm.requests()[0].system.as_deref().unwrap().contains("Reviewed phase: explore"));
+}

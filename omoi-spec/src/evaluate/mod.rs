@@ -11,6 +11,7 @@
 mod design;
 mod explore;
 mod ids;
+mod judge;
 mod prd;
 mod requirements;
 mod sync;
@@ -23,6 +24,7 @@ use omoi_core::SpecPhase;
 use crate::output::{PhaseOutput, PhaseOutputs};
 
 pub use ids::{is_requirement_id, is_task_id, is_ticket_id, is_user_story_id};
+pub use judge::{Judge, JudgeRequest, Judgement, LlmJudge};
 
 /// One scored criterion.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +82,20 @@ impl Evaluation {
     /// The criterion `name`.
     pub fn criterion(&self, name: &str) -> Option<&Criterion> {
         self.criteria.iter().find(|c| c.name == name)
+    }
+
+    /// Blends in a judge's verdict: the score becomes `(1 − weight) · score + weight · judge`,
+    /// recorded as the criterion `llm_judge` (the structural criteria keep their subscores), and
+    /// the judge's feedback becomes that criterion's issue.
+    pub fn with_judgement(mut self, judgement: &Judgement, weight: f64) -> Self {
+        let w = weight.clamp(0.0, 1.0);
+        for c in &mut self.criteria {
+            c.weight *= 1.0 - w;
+        }
+        let issues =
+            if judgement.feedback.trim().is_empty() { vec![] } else { vec![judgement.feedback.trim().to_owned()] };
+        self.criteria.push(Criterion { name: "llm_judge".into(), weight: w, score: judgement.score, issues });
+        Evaluation::new(self.phase, self.criteria, self.blocking)
     }
 
     /// Sum of the weights (1 for every built-in evaluator).
