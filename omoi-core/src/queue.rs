@@ -7,10 +7,10 @@ use std::collections::{HashMap, HashSet};
 
 use crate::dag::{Dag, DagError};
 use crate::error::{StoreError, TaskRef};
-use crate::ids::TaskId;
-use crate::spec::SyncPlan;
+use crate::ids::{SpecId, TaskId, TicketId};
+use crate::spec::{PlannedTicket, SyncOutcome, SyncPlan};
 use crate::state::TaskState;
-use crate::task::NewTask;
+use crate::task::{NewTask, TaskLinks};
 
 /// Validates `batch` against the store (`existing` gives the state of a stored task) and
 /// returns each task's initial state, in batch order. Dedup keys are checked within the batch
@@ -108,6 +108,69 @@ pub fn plan_sync(plan: &SyncPlan) -> Result<Vec<String>, StoreError> {
     dag.topological_order().map_err(|e| dag_error(e, TaskRef::Local))
 }
 
+/// What a sync has to create, given what the store already holds for the spec.
+#[derive(Debug)]
+pub struct SyncDraft<'p> {
+    /// Every local id mapped to its (existing or new) id, with the counts of what is new.
+    pub outcome: SyncOutcome,
+    /// Tickets to create, with their new ids.
+    pub new_tickets: Vec<(TicketId, &'p PlannedTicket)>,
+    /// Tasks to create, in dependency order, with dependencies and links resolved to ids. The
+    /// adapter still validates them against the store with [`plan_batch`] before inserting.
+    pub new_tasks: Vec<NewTask>,
+}
+
+/// Validates `plan` ([`plan_sync`]) and maps it onto the spec's stored tickets and tasks
+/// (`existing_ticket`/`existing_task` look a local id up): local ids already stored keep their
+/// ids and are not created again, which is what makes sync idempotent; new ones get fresh ids
+/// and their dependencies point at existing or new tasks. Every adapter materializes this draft.
+pub fn draft_sync<'p>(
+    spec: SpecId,
+    plan: &'p SyncPlan,
+    existing_ticket: impl Fn(&str) -> Option<TicketId>,
+    existing_task: impl Fn(&str) -> Option<TaskId>,
+) -> Result<SyncDraft<'p>, StoreError> {
+    let order = plan_sync(plan)?;
+    let mut outcome = SyncOutcome::default();
+    let mut new_tickets = Vec::new();
+    for t in &plan.tickets {
+        let id = existing_ticket(&t.local_id).unwrap_or_else(|| {
+            let id = TicketId::new();
+            new_tickets.push((id, t));
+            id
+        });
+        outcome.tickets.insert(t.local_id.clone(), id);
+    }
+    let by_local: HashMap<&str, &crate::spec::PlannedTask> =
+        plan.tasks.iter().map(|t| (t.local_id.as_str(), t)).collect();
+    let mut new_tasks = Vec::new();
+    for local in order {
+        if let Some(existing) = existing_task(&local) {
+            outcome.tasks.insert(local, existing);
+            continue;
+        }
+        let planned = by_local[local.as_str()];
+        let task = NewTask {
+            id: TaskId::new(),
+            def: planned.def.clone(),
+            links: TaskLinks {
+                spec_id: Some(spec),
+                ticket_id: planned.ticket.as_ref().map(|t| outcome.tickets[t]),
+                parent_id: None,
+                local_id: Some(local.clone()),
+            },
+            // Dependency order: every dependency is already mapped.
+            dependencies: planned.depends_on.iter().map(|d| outcome.tasks[d]).collect(),
+            run_at: None,
+        };
+        outcome.tasks.insert(local, task.id);
+        new_tasks.push(task);
+    }
+    outcome.tickets_created = new_tickets.len();
+    outcome.tasks_created = new_tasks.len();
+    Ok(SyncDraft { outcome, new_tickets, new_tasks })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +248,29 @@ mod tests {
             }],
             tasks,
         }
+    }
+
+    #[test]
+    fn sync_draft_reuses_stored_local_ids_and_wires_new_tasks_to_them() {
+        let p = plan(vec![task("TSK-002", &["TSK-001"]), task("TSK-001", &[])]);
+        let spec = SpecId::new();
+        let first = draft_sync(spec, &p, |_| None, |_| None).unwrap();
+        assert_eq!((first.outcome.tickets_created, first.outcome.tasks_created), (1, 2));
+        assert_eq!(first.new_tasks[0].links.local_id.as_deref(), Some("TSK-001"), "dependency order");
+        assert_eq!(first.new_tasks[1].dependencies, vec![first.new_tasks[0].id]);
+        assert_eq!(first.new_tasks[1].links.ticket_id, Some(first.new_tickets[0].0));
+        let stored_ticket = first.new_tickets[0].0;
+        let stored_001 = first.new_tasks[0].id;
+        let again = draft_sync(
+            spec,
+            &p,
+            |l| (l == "TKT-001").then_some(stored_ticket),
+            |l| (l == "TSK-001").then_some(stored_001),
+        )
+        .unwrap();
+        assert_eq!((again.outcome.tickets_created, again.outcome.tasks_created), (0, 1));
+        assert_eq!(again.new_tasks[0].dependencies, vec![stored_001], "new task wired to the stored one");
+        assert_eq!(again.outcome.tasks["TSK-001"], stored_001);
     }
 
     #[test]

@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use omoi_core::queue::plan_sync;
+use omoi_core::queue::draft_sync;
 use omoi_core::{
-    Event, NewSpec, NewTask, PhaseCheckpoint, Spec, SpecEvent, SpecId, SpecState, SpecStore, StoreError, SyncOutcome,
-    SyncPlan, TaskId, TaskLinks, Ticket, TicketId, TicketStatus, Usage,
+    Event, NewSpec, PhaseCheckpoint, Spec, SpecEvent, SpecId, SpecState, SpecStore, StoreError, SyncOutcome, SyncPlan,
+    TaskId, Ticket, TicketId, TicketStatus, Usage,
 };
 
 use super::{InMemoryStore, State};
@@ -54,62 +54,31 @@ fn sync(
     if !state.specs.rows.contains_key(&id) {
         return Err(StoreError::not_found("spec", id));
     }
-    let order = plan_sync(plan)?;
-    let mut out = SyncOutcome::default();
-    let mut new_tickets = Vec::new();
-    for t in &plan.tickets {
-        let key = (id, t.local_id.clone());
-        let ticket_id = match state.specs.ticket_by_local.get(&key) {
-            Some(existing) => *existing,
-            None => {
-                let ticket = Ticket {
-                    id: TicketId::new(),
-                    spec_id: Some(id),
-                    local_id: Some(t.local_id.clone()),
-                    title: t.title.clone(),
-                    description: t.description.clone(),
-                    priority: t.priority,
-                    requirements: t.requirements.clone(),
-                    status: TicketStatus::Backlog,
-                    blocked: false,
-                    created_at: now,
-                };
-                let tid = ticket.id;
-                new_tickets.push(ticket);
-                tid
-            }
-        };
-        out.tickets.insert(t.local_id.clone(), ticket_id);
-    }
-    let by_local: HashMap<&str, &omoi_core::PlannedTask> =
-        plan.tasks.iter().map(|t| (t.local_id.as_str(), t)).collect();
-    let mut batch = Vec::new();
-    for local in &order {
-        let key = (id, local.clone());
-        if let Some(existing) = state.specs.task_by_local.get(&key) {
-            out.tasks.insert(local.clone(), *existing);
-            continue;
-        }
-        let planned = by_local[local.as_str()];
-        let task = NewTask {
-            id: TaskId::new(),
-            def: planned.def.clone(),
-            links: TaskLinks {
-                spec_id: Some(id),
-                ticket_id: planned.ticket.as_ref().map(|t| out.tickets[t]),
-                parent_id: None,
-                local_id: Some(local.clone()),
-            },
-            dependencies: planned.depends_on.iter().map(|d| out.tasks[d]).collect(),
-            run_at: None,
-        };
-        out.tasks.insert(local.clone(), task.id);
-        batch.push(task);
-    }
+    let draft = draft_sync(
+        id,
+        plan,
+        |local| state.specs.ticket_by_local.get(&(id, local.to_owned())).copied(),
+        |local| state.specs.task_by_local.get(&(id, local.to_owned())).copied(),
+    )?;
+    let (out, batch) = (draft.outcome, draft.new_tasks);
+    let new_tickets: Vec<Ticket> = draft
+        .new_tickets
+        .into_iter()
+        .map(|(ticket_id, t)| Ticket {
+            id: ticket_id,
+            spec_id: Some(id),
+            local_id: Some(t.local_id.clone()),
+            title: t.title.clone(),
+            description: t.description.clone(),
+            priority: t.priority,
+            requirements: t.requirements.clone(),
+            status: TicketStatus::Backlog,
+            blocked: false,
+            created_at: now,
+        })
+        .collect();
     // Validate the tasks before changing anything, so a rejected plan leaves no trace.
     let states = state.tasks.validate(&batch)?;
-    out.tickets_created = new_tickets.len();
-    out.tasks_created = batch.len();
     for t in new_tickets {
         state.specs.ticket_by_local.insert((id, t.local_id.clone().unwrap_or_default()), t.id);
         state.specs.tickets_of.entry(id).or_default().push(t.id);

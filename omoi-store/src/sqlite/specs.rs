@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use omoi_core::queue::plan_sync;
+use omoi_core::queue::draft_sync;
 use omoi_core::{
-    Event, ExecutionMode, NewSpec, NewTask, PhaseCheckpoint, Spec, SpecEvent, SpecId, SpecPhase, SpecState, SpecStore,
-    StoreError, SyncOutcome, SyncPlan, TaskId, TaskLinks, TaskState, Ticket, TicketId, TicketStatus, Usage,
+    Event, ExecutionMode, NewSpec, PhaseCheckpoint, Spec, SpecEvent, SpecId, SpecPhase, SpecState, SpecStore,
+    StoreError, SyncOutcome, SyncPlan, TaskId, TaskState, Ticket, TicketId, TicketStatus, Usage,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqliteConnection};
@@ -129,7 +129,6 @@ async fn with_status(conn: &mut SqliteConnection, rows: Vec<SqliteRow>) -> Resul
 
 async fn sync(w: &mut Write, id: SpecId, plan: &SyncPlan) -> Result<SyncOutcome, StoreError> {
     exists(w.conn(), id).await?;
-    let order = plan_sync(plan)?;
     let sid = id.to_string();
     let known_tickets: HashMap<String, TicketId> = sqlx::query("SELECT local_id, id FROM tickets WHERE spec_id = ?1")
         .bind(&sid)
@@ -148,45 +147,8 @@ async fn sync(w: &mut Write, id: SpecId, plan: &SyncPlan) -> Result<SyncOutcome,
             .iter()
             .map(|r| Ok((get(r, "local_id")?, get_parsed(r, "task_id")?)))
             .collect::<Result<_, StoreError>>()?;
-    let mut out = SyncOutcome::default();
-    let mut new_tickets = Vec::new();
-    for t in &plan.tickets {
-        let ticket_id = match known_tickets.get(&t.local_id) {
-            Some(existing) => *existing,
-            None => {
-                let tid = TicketId::new();
-                new_tickets.push((tid, t));
-                tid
-            }
-        };
-        out.tickets.insert(t.local_id.clone(), ticket_id);
-    }
-    let by_local: HashMap<&str, &omoi_core::PlannedTask> =
-        plan.tasks.iter().map(|t| (t.local_id.as_str(), t)).collect();
-    let mut batch = Vec::new();
-    for local in &order {
-        if let Some(existing) = known_tasks.get(local) {
-            out.tasks.insert(local.clone(), *existing);
-            continue;
-        }
-        let planned = by_local[local.as_str()];
-        let task = NewTask {
-            id: TaskId::new(),
-            def: planned.def.clone(),
-            links: TaskLinks {
-                spec_id: Some(id),
-                ticket_id: planned.ticket.as_ref().map(|t| out.tickets[t]),
-                parent_id: None,
-                local_id: Some(local.clone()),
-            },
-            dependencies: planned.depends_on.iter().map(|d| out.tasks[d]).collect(),
-            run_at: None,
-        };
-        out.tasks.insert(local.clone(), task.id);
-        batch.push(task);
-    }
-    out.tickets_created = new_tickets.len();
-    out.tasks_created = batch.len();
+    let draft = draft_sync(id, plan, |l| known_tickets.get(l).copied(), |l| known_tasks.get(l).copied())?;
+    let (out, new_tickets, batch) = (draft.outcome, draft.new_tickets, draft.new_tasks);
     let now = us(w.now);
     for (tid, t) in new_tickets {
         sqlx::query(
