@@ -76,6 +76,24 @@ pub struct Agent {
     pub registered_at: DateTime<Utc>,
 }
 
+impl Agent {
+    /// The agent as registered at `now`: spawning, no heartbeat yet (its registration time
+    /// counts as the last sign of life, so a spawning agent that never beats becomes overdue).
+    pub fn registered(new: NewAgent, now: DateTime<Utc>) -> Self {
+        Agent {
+            id: new.id,
+            name: new.name,
+            kind: new.kind,
+            capabilities: new.capabilities,
+            capacity: new.capacity,
+            status: AgentStatus::Spawning,
+            last_seq: None,
+            last_heartbeat_at: now,
+            registered_at: now,
+        }
+    }
+}
+
 /// A heartbeat: a strictly increasing sequence number per agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Heartbeat {

@@ -29,17 +29,7 @@ impl AgentStore for InMemoryStore {
             if s.agents.rows.contains_key(&new.id) {
                 return Err(StoreError::AlreadyExists { kind: "agent", id: new.id.to_string() });
             }
-            let agent = Agent {
-                id: new.id,
-                name: new.name,
-                kind: new.kind,
-                capabilities: new.capabilities,
-                capacity: new.capacity,
-                status: AgentStatus::Spawning,
-                last_seq: None,
-                last_heartbeat_at: now,
-                registered_at: now,
-            };
+            let agent = Agent::registered(new, now);
             s.agents.order.push(agent.id);
             s.agents.rows.insert(agent.id, agent.clone());
             s.emit(now, Event::AgentRegistered { agent_id: agent.id, name: agent.name.clone() });

@@ -141,17 +141,7 @@ impl AgentStore for RedisStore {
     #[tracing::instrument(level = "debug", name = "redis.register_agent", skip_all, fields(agent = %new.id))]
     async fn register_agent(&self, new: NewAgent) -> Result<Agent, StoreError> {
         let now = self.now();
-        let agent = Agent {
-            id: new.id,
-            name: new.name,
-            kind: new.kind,
-            capabilities: new.capabilities,
-            capacity: new.capacity,
-            status: AgentStatus::Spawning,
-            last_seq: None,
-            last_heartbeat_at: now,
-            registered_at: now,
-        };
+        let agent = Agent::registered(new, now);
         let keys = &self.inner.keys;
         let caps = serde_json::to_string(&agent.capabilities)
             .map_err(|e| StoreError::InvalidInput(format!("cannot encode capabilities: {e}")))?;

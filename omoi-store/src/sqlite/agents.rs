@@ -58,17 +58,7 @@ impl AgentStore for SqliteStore {
     #[tracing::instrument(level = "debug", name = "sqlite.register_agent", skip_all, fields(agent = %new.id))]
     async fn register_agent(&self, new: NewAgent) -> Result<Agent, StoreError> {
         let mut w = self.begin().await?;
-        let agent = Agent {
-            id: new.id,
-            name: new.name,
-            kind: new.kind,
-            capabilities: new.capabilities,
-            capacity: new.capacity,
-            status: AgentStatus::Spawning,
-            last_seq: None,
-            last_heartbeat_at: w.now,
-            registered_at: w.now,
-        };
+        let agent = Agent::registered(new, w.now);
         sqlx::query(
             "INSERT INTO agents (id, name, kind, capabilities, capacity, status, last_heartbeat_at, registered_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
