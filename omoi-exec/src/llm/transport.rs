@@ -123,6 +123,35 @@ impl Transport {
 
     /// POSTs `body`, retrying transient failures, and turns a 2xx body into a response with
     /// `parse`. A parse failure ([`LlmError::MalformedResponse`]) is retried too.
+    /// Sends one completion request in an `llm_complete` span (provider, model, limits, and the
+    /// cost once known) with [`Transport::send`]'s retries.
+    pub(crate) async fn complete(
+        &self,
+        provider: &'static str,
+        model: &str,
+        request: &omoi_core::CompletionRequest,
+        structured: bool,
+        body: &impl serde::Serialize,
+        parse: impl Fn(&[u8]) -> Result<CompletionResponse, LlmError>,
+    ) -> Result<CompletionResponse, LlmError> {
+        let span = tracing::info_span!(
+            "llm_complete",
+            provider,
+            model = %model,
+            max_tokens = request.max_tokens,
+            tools = request.tools.len(),
+            structured,
+            cost_usd = field::Empty,
+        );
+        async {
+            let response = self.send(model, body, parse).await?;
+            tracing::Span::current().record("cost_usd", response.usage.cost_usd);
+            Ok(response)
+        }
+        .instrument(span)
+        .await
+    }
+
     pub(crate) async fn send(
         &self,
         model: &str,

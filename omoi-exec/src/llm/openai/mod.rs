@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use omoi_core::{CompletionRequest, CompletionResponse, LlmClient, LlmError};
-use tracing::{Instrument, field};
 
 use super::config::{LlmConfigError, Options, common_setters};
 use super::price::CostMeter;
@@ -162,25 +161,12 @@ impl LlmClient for OpenAiClient {
         let inner = &*self.inner;
         let output = request.output.as_ref().map(PreparedSchema::new);
         let body = wire::request(&inner.model, request, output.as_ref(), inner.shape)?;
-        let span = tracing::info_span!(
-            "llm_complete",
-            provider = "openai",
-            model = %inner.model,
-            max_tokens = request.max_tokens,
-            tools = request.tools.len(),
-            structured = output.is_some(),
-            cost_usd = field::Empty,
-        );
-        async {
-            let response = inner
-                .transport
-                .send(&inner.model, &body, |bytes| wire::response(bytes, output.as_ref(), &inner.model, &inner.meter))
-                .await?;
-            tracing::Span::current().record("cost_usd", response.usage.cost_usd);
-            Ok(response)
-        }
-        .instrument(span)
-        .await
+        inner
+            .transport
+            .complete("openai", &inner.model, request, output.is_some(), &body, |bytes| {
+                wire::response(bytes, output.as_ref(), &inner.model, &inner.meter)
+            })
+            .await
     }
 
     fn model(&self) -> &str {
