@@ -5,12 +5,17 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
+
 use crate::dag::{Dag, DagError};
 use crate::error::{StoreError, TaskRef};
+use crate::event::Event;
 use crate::ids::{SpecId, TaskId, TicketId};
+use crate::ports::clock::add_duration;
+use crate::ports::task_store::Failure;
 use crate::spec::{PlannedTicket, SyncOutcome, SyncPlan};
-use crate::state::TaskState;
-use crate::task::{NewTask, TaskLinks};
+use crate::state::{TaskEvent, TaskState};
+use crate::task::{NewTask, Task, TaskLinks};
 
 /// Validates `batch` against the store (`existing` gives the state of a stored task) and
 /// returns each task's initial state, in batch order. Dedup keys are checked within the batch
@@ -106,6 +111,68 @@ pub fn plan_sync(plan: &SyncPlan) -> Result<Vec<String>, StoreError> {
     let dag = Dag::new(plan.tasks.iter().map(|t| (t.local_id.clone(), t.depends_on.clone())))
         .map_err(|e| dag_error(e, TaskRef::Local))?;
     dag.topological_order().map_err(|e| dag_error(e, TaskRef::Local))
+}
+
+/// Why a task's current attempt was lost.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptLoss {
+    /// The holder reported a failure.
+    Failed(Failure),
+    /// The lease lapsed, or its holder failed (reclaimed without the holder's word).
+    LeaseLost,
+}
+
+/// Where a lost attempt leaves the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossOutcome {
+    /// Back in the queue, claimable at `run_at`.
+    Retrying {
+        /// When it becomes claimable.
+        run_at: DateTime<Utc>,
+    },
+    /// Dead-lettered: the adapter must now block the task's dependents.
+    DeadLettered,
+}
+
+/// Applies the loss of `task`'s current attempt, the rule every adapter follows: the lease is
+/// taken off; the failure's usage and message are recorded; while the failure is retryable and
+/// attempts remain, the task goes back to `Ready` after its backoff (event `task.retry_scheduled`,
+/// or `task.lease_expired` when the lease was lost), else it is dead-lettered (`task.failed`).
+/// Returns the outcome and the event to record. `task` must be leased.
+pub fn lose_attempt(
+    task: &mut Task,
+    loss: AttemptLoss,
+    now: DateTime<Utc>,
+) -> Result<(LossOutcome, Event), StoreError> {
+    let lease = task.lease.take();
+    let (error, retryable) = match &loss {
+        AttemptLoss::Failed(f) => {
+            task.usage += f.usage;
+            (f.error.clone(), f.retryable)
+        }
+        AttemptLoss::LeaseLost => {
+            (format!("lease lost (holder {})", lease.map(|l| l.holder.to_string()).unwrap_or_default()), true)
+        }
+    };
+    task.last_error = Some(error.clone());
+    let retry = retryable && task.attempts < task.def.max_attempts;
+    let event = if retry { TaskEvent::Retry } else { TaskEvent::Fail };
+    task.state = task.state.apply(event).map_err(|e| StoreError::transition("task", task.id, e))?;
+    task.updated_at = now;
+    if !retry {
+        return Ok((LossOutcome::DeadLettered, Event::TaskFailed { task_id: task.id, attempts: task.attempts, error }));
+    }
+    // Whole microseconds: the precision every adapter stores, so `run_at` round-trips exactly.
+    let delay = task.def.backoff.delay_for(task.id, task.attempts);
+    let delay = std::time::Duration::from_micros(u64::try_from(delay.as_micros()).unwrap_or(u64::MAX));
+    task.run_at = add_duration(now, delay);
+    let event = match (loss, lease) {
+        (AttemptLoss::LeaseLost, Some(l)) => {
+            Event::TaskLeaseExpired { task_id: task.id, holder: l.holder, token: l.token }
+        }
+        _ => Event::TaskRetryScheduled { task_id: task.id, attempt: task.attempts, run_at: task.run_at, error },
+    };
+    Ok((LossOutcome::Retrying { run_at: task.run_at }, event))
 }
 
 /// What a sync has to create, given what the store already holds for the spec.
@@ -248,6 +315,54 @@ mod tests {
             }],
             tasks,
         }
+    }
+
+    fn leased(max_attempts: u32) -> Task {
+        let new = NewTask::new("t").max_attempts(max_attempts);
+        let now = chrono::DateTime::<Utc>::UNIX_EPOCH;
+        Task {
+            id: new.id,
+            def: new.def,
+            links: new.links,
+            dependencies: vec![],
+            state: TaskState::Running,
+            attempts: 1,
+            run_at: now,
+            lease: Some(crate::task::Lease {
+                holder: crate::AgentId::new(),
+                token: crate::task::FencingToken(1),
+                expires_at: now,
+            }),
+            result: None,
+            last_error: None,
+            usage: crate::Usage::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn a_lost_attempt_retries_with_backoff_in_whole_microseconds_or_dead_letters() {
+        let now = chrono::DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::nanoseconds(1_000);
+        let mut t = leased(2);
+        let holder = t.lease.unwrap().holder;
+        let (out, ev) = lose_attempt(&mut t, AttemptLoss::LeaseLost, now).unwrap();
+        let LossOutcome::Retrying { run_at } = out else { panic!("{out:?}") };
+        assert_eq!(run_at.timestamp_subsec_nanos() % 1_000, 0, "whole microseconds");
+        assert!(run_at > now);
+        assert!(matches!(ev, Event::TaskLeaseExpired { holder: h, .. } if h == holder));
+        assert_eq!((t.state, t.lease), (TaskState::Ready, None));
+        assert!(t.last_error.as_deref().unwrap().starts_with("lease lost"));
+
+        let mut t = leased(2);
+        let (out, ev) = lose_attempt(&mut t, AttemptLoss::Failed(Failure::permanent("bad input")), now).unwrap();
+        assert_eq!(out, LossOutcome::DeadLettered);
+        assert!(matches!(ev, Event::TaskFailed { attempts: 1, .. }));
+        assert_eq!(t.state, TaskState::Failed);
+
+        let mut t = leased(1);
+        let (out, _) = lose_attempt(&mut t, AttemptLoss::Failed(Failure::retryable("flaky")), now).unwrap();
+        assert_eq!(out, LossOutcome::DeadLettered, "no attempt left");
     }
 
     #[test]

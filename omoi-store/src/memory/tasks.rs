@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use omoi_core::ports::clock::add_duration;
-use omoi_core::queue::plan_batch;
+use omoi_core::queue::{self, AttemptLoss, LossOutcome, plan_batch};
 use omoi_core::task::check_payload;
 use omoi_core::{
     AgentId, ClaimRequest, ClaimedTask, Completion, Event, FailOutcome, Failure, FencingToken, Lease, NewTask, SpecId,
@@ -18,14 +18,6 @@ use super::{InMemoryStore, State};
 
 /// Queue order key: urgency band (0 = critical), then `run_at`, then id.
 type QueueKey = (u8, DateTime<Utc>, TaskId);
-
-/// Why an attempt was lost.
-enum Loss {
-    /// The holder reported a failure.
-    Failed(Failure),
-    /// The lease lapsed or its holder failed.
-    LeaseLost,
-}
 
 struct Row {
     task: Task,
@@ -254,45 +246,31 @@ impl Tasks {
         Ok(released)
     }
 
-    /// A lost attempt (a reported failure, or a lease that lapsed or whose holder failed):
-    /// back to the queue with backoff while attempts remain, else dead-lettered.
+    /// A lost attempt (a reported failure, or a lease that lapsed or whose holder failed),
+    /// by the shared rule [`queue::lose_attempt`].
     fn lose_attempt(
         &mut self,
         id: TaskId,
-        loss: Loss,
+        loss: AttemptLoss,
         now: DateTime<Utc>,
         events: &mut Vec<Event>,
     ) -> Result<FailOutcome, StoreError> {
+        // Untrack the lease here; the rule takes it off the task itself (it names its holder).
         let lease = self.drop_lease(id);
         let row = self.row(id)?;
-        let (error, retryable) = match &loss {
-            Loss::Failed(f) => {
-                row.task.usage += f.usage;
-                (f.error.clone(), f.retryable)
+        row.task.lease = lease;
+        let (outcome, event) = queue::lose_attempt(&mut row.task, loss, now)?;
+        events.push(event);
+        match outcome {
+            LossOutcome::Retrying { run_at } => {
+                self.ready.insert(key(&self.rows[&id].task));
+                Ok(FailOutcome::Retrying { run_at })
             }
-            Loss::LeaseLost => {
-                (format!("lease lost (holder {})", lease.map(|l| l.holder.to_string()).unwrap_or_default()), true)
+            LossOutcome::DeadLettered => {
+                self.free_dedup(id);
+                let blocked = self.block_dependents(id, now, events)?;
+                Ok(FailOutcome::DeadLettered { blocked })
             }
-        };
-        row.task.last_error = Some(error.clone());
-        if retryable && row.task.attempts < row.task.def.max_attempts {
-            step(&mut row.task, TaskEvent::Retry, now)?;
-            let delay = row.task.def.backoff.delay_for(id, row.task.attempts);
-            row.task.run_at = add_duration(now, delay);
-            let (run_at, attempt) = (row.task.run_at, row.task.attempts);
-            self.ready.insert(key(&self.rows[&id].task));
-            events.push(match (loss, lease) {
-                (Loss::LeaseLost, Some(l)) => Event::TaskLeaseExpired { task_id: id, holder: l.holder, token: l.token },
-                _ => Event::TaskRetryScheduled { task_id: id, attempt, run_at, error },
-            });
-            Ok(FailOutcome::Retrying { run_at })
-        } else {
-            step(&mut row.task, TaskEvent::Fail, now)?;
-            let attempts = row.task.attempts;
-            self.free_dedup(id);
-            events.push(Event::TaskFailed { task_id: id, attempts, error });
-            let blocked = self.block_dependents(id, now, events)?;
-            Ok(FailOutcome::DeadLettered { blocked })
         }
     }
 
@@ -362,7 +340,7 @@ impl Tasks {
         events: &mut Vec<Event>,
     ) -> Result<Vec<TaskId>, StoreError> {
         for &id in &ids {
-            self.lose_attempt(id, Loss::LeaseLost, now, events)?;
+            self.lose_attempt(id, AttemptLoss::LeaseLost, now, events)?;
         }
         Ok(ids)
     }
@@ -448,7 +426,7 @@ impl TaskStore for InMemoryStore {
     async fn fail(&self, id: TaskId, token: FencingToken, failure: Failure) -> Result<FailOutcome, StoreError> {
         self.tasks_write(|tasks, now, events| {
             tasks.fenced(id, token)?;
-            tasks.lose_attempt(id, Loss::Failed(failure), now, events)
+            tasks.lose_attempt(id, AttemptLoss::Failed(failure), now, events)
         })
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use omoi_core::ports::clock::add_duration;
-use omoi_core::queue::plan_batch;
+use omoi_core::queue::{self, AttemptLoss, LossOutcome, plan_batch};
 use omoi_core::task::check_payload;
 use omoi_core::{
     AgentId, ClaimRequest, ClaimedTask, Completion, Event, FailOutcome, Failure, FencingToken, Lease, NewTask, SpecId,
@@ -35,14 +35,6 @@ macro_rules! task_cols {
          lease_holder, lease_token, lease_expires, result, last_error, usage_in, usage_out, usage_cost, \
          created_at, updated_at"
     };
-}
-
-/// Why an attempt was lost.
-enum Loss {
-    /// The holder reported a failure.
-    Failed(Failure),
-    /// The lease lapsed or its holder failed.
-    LeaseLost,
 }
 
 /// A stored task with the bookkeeping the port does not show.
@@ -474,39 +466,16 @@ async fn complete_many(
     Ok(results)
 }
 
-/// A lost attempt: back to the queue with backoff while attempts remain, else dead-lettered.
-async fn lose_attempt(w: &mut Write, mut row: Row, loss: Loss) -> Result<FailOutcome, StoreError> {
-    let now = w.now;
+/// A lost attempt, by the shared rule [`queue::lose_attempt`].
+async fn lose_attempt(w: &mut Write, mut row: Row, loss: AttemptLoss) -> Result<FailOutcome, StoreError> {
     let id = row.task.id;
-    let lease = row.task.lease.take();
-    let (error, retryable) = match &loss {
-        Loss::Failed(f) => {
-            row.task.usage += f.usage;
-            (f.error.clone(), f.retryable)
-        }
-        Loss::LeaseLost => {
-            (format!("lease lost (holder {})", lease.map(|l| l.holder.to_string()).unwrap_or_default()), true)
-        }
-    };
-    row.task.last_error = Some(error.clone());
-    if retryable && row.task.attempts < row.task.def.max_attempts {
-        step(&mut row, TaskEvent::Retry, now)?;
-        let delay = row.task.def.backoff.delay_for(id, row.task.attempts);
-        row.task.run_at = super::codec::truncate(add_duration(now, delay));
-        save(w.conn(), &row).await?;
-        let (run_at, attempt) = (row.task.run_at, row.task.attempts);
-        w.emit(match (loss, lease) {
-            (Loss::LeaseLost, Some(l)) => Event::TaskLeaseExpired { task_id: id, holder: l.holder, token: l.token },
-            _ => Event::TaskRetryScheduled { task_id: id, attempt, run_at, error },
-        });
-        Ok(FailOutcome::Retrying { run_at })
-    } else {
-        step(&mut row, TaskEvent::Fail, now)?;
-        save(w.conn(), &row).await?;
-        w.emit(Event::TaskFailed { task_id: id, attempts: row.task.attempts, error });
-        let blocked = block_dependents(w, id).await?;
-        Ok(FailOutcome::DeadLettered { blocked })
-    }
+    let (outcome, event) = queue::lose_attempt(&mut row.task, loss, w.now)?;
+    save(w.conn(), &row).await?;
+    w.emit(event);
+    Ok(match outcome {
+        LossOutcome::Retrying { run_at } => FailOutcome::Retrying { run_at },
+        LossOutcome::DeadLettered => FailOutcome::DeadLettered { blocked: block_dependents(w, id).await? },
+    })
 }
 
 /// Blocks every transitive dependent still waiting on `root`.
@@ -562,7 +531,7 @@ async fn unblock_dependents(w: &mut Write, root: TaskId) -> Result<Vec<TaskId>, 
 async fn reclaim(w: &mut Write, ids: Vec<TaskId>) -> Result<Vec<TaskId>, StoreError> {
     for &id in &ids {
         let row = load(w.conn(), id).await?;
-        lose_attempt(w, row, Loss::LeaseLost).await?;
+        lose_attempt(w, row, AttemptLoss::LeaseLost).await?;
     }
     Ok(ids)
 }
@@ -654,7 +623,7 @@ impl TaskStore for SqliteStore {
         let mut w = self.begin().await?;
         let row = load(w.conn(), id).await?;
         fenced(&row, token)?;
-        let out = lose_attempt(&mut w, row, Loss::Failed(failure)).await?;
+        let out = lose_attempt(&mut w, row, AttemptLoss::Failed(failure)).await?;
         self.commit(w).await?;
         Ok(out)
     }
