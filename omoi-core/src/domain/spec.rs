@@ -72,6 +72,21 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The spec as created at `now`: a draft with no checkpoints and no usage.
+    pub fn drafted(new: NewSpec, now: DateTime<Utc>) -> Self {
+        Spec {
+            id: new.id,
+            title: new.title,
+            idea: new.idea,
+            metadata: new.metadata,
+            state: SpecState::Draft,
+            checkpoints: BTreeMap::new(),
+            usage: Usage::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// The first phase without a checkpoint: where a run (or a resume) starts.
     pub fn next_phase(&self) -> Option<SpecPhase> {
         SpecPhase::ALL.iter().copied().find(|p| !self.checkpoints.contains_key(p))

@@ -107,17 +107,7 @@ impl SpecStore for InMemoryStore {
             if s.specs.rows.contains_key(&new.id) {
                 return Err(StoreError::AlreadyExists { kind: "spec", id: new.id.to_string() });
             }
-            let spec = Spec {
-                id: new.id,
-                title: new.title,
-                idea: new.idea,
-                metadata: new.metadata,
-                state: SpecState::Draft,
-                checkpoints: BTreeMap::new(),
-                usage: Usage::default(),
-                created_at: now,
-                updated_at: now,
-            };
+            let spec = Spec::drafted(new, now);
             s.specs.order.push(spec.id);
             s.specs.rows.insert(spec.id, spec.clone());
             s.emit(now, Event::SpecCreated { spec_id: spec.id });

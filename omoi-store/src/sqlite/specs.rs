@@ -191,17 +191,7 @@ impl SpecStore for SqliteStore {
     async fn create_spec(&self, new: NewSpec) -> Result<Spec, StoreError> {
         let mut w = self.begin().await?;
         let now = w.now;
-        let spec = Spec {
-            id: new.id,
-            title: new.title,
-            idea: new.idea,
-            metadata: new.metadata,
-            state: SpecState::Draft,
-            checkpoints: BTreeMap::new(),
-            usage: Usage::default(),
-            created_at: now,
-            updated_at: now,
-        };
+        let spec = Spec::drafted(new, now);
         sqlx::query(
             "INSERT INTO specs (id, title, idea, metadata, state, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
