@@ -76,9 +76,7 @@ impl OmoiConfig {
             return err("queue.max_attempts", "must be at least 1");
         }
         self.queue.backoff.validate().map_err(|reason| ConfigError { field: "queue.backoff", reason })?;
-        if self.queue.lease_renew_every >= self.queue.lease_ttl {
-            return err("queue.lease_renew_every", "must be shorter than queue.lease_ttl");
-        }
+        check_lease_renewal(self.queue.lease_ttl, self.queue.lease_renew_every)?;
         if self.queue.claim_batch == 0 {
             return err("queue.claim_batch", "must be at least 1");
         }
@@ -111,6 +109,30 @@ impl OmoiConfig {
         }
         Ok(())
     }
+}
+
+/// Refuses a lease renewal period that is not well inside the lease: a renewal must be able to
+/// fail once and still land before the lease lapses, so `renew_every` is at most half of `ttl`
+/// (and not zero).
+///
+/// ```
+/// use std::time::Duration;
+/// use omoi_core::config::check_lease_renewal;
+///
+/// assert!(check_lease_renewal(Duration::from_secs(60), Duration::from_secs(20)).is_ok());
+/// let e = check_lease_renewal(Duration::from_secs(60), Duration::from_secs(45)).unwrap_err();
+/// assert_eq!(e.field, "queue.lease_renew_every");
+/// ```
+pub fn check_lease_renewal(ttl: Duration, renew_every: Duration) -> Result<(), ConfigError> {
+    if renew_every.is_zero() || renew_every.saturating_mul(2) > ttl {
+        return Err(ConfigError {
+            field: "queue.lease_renew_every",
+            reason: format!(
+                "{renew_every:?} is not well inside the lease of {ttl:?}: renew at least twice per lease (and not every 0 s)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Task queue settings.

@@ -17,10 +17,20 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod agent;
+mod executor_fn;
 pub mod git;
+pub mod orchestrator;
 pub mod spec_agent;
 pub mod synthesis;
 pub mod worker;
+mod worker_builder;
+
+pub use agent::AgentExecutor;
+pub use executor_fn::{FnExecutor, executor_fn};
+pub use git::{GitRepo, MergeReport, merge_in_conflict_order, score_branches};
+pub use orchestrator::{Orchestrator, OrchestratorBuilder, OrchestratorError, RunReport, SpecSubmission, TaskOutcome};
+pub use worker::{ExecContext, ExecError, TaskExecutor, TaskOutput, Worker, WorkerConfig, WorkerStats};
+pub use worker_builder::{BuildError, WorkerBuilder};
 
 #[cfg(any(feature = "anthropic", feature = "openai"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "anthropic", feature = "openai"))))]

@@ -117,11 +117,26 @@ mod file {
         );
     }
 
-    /// A file that cannot be opened is `Unavailable`, naming the path.
+    /// A path whose directory does not exist is a mistake, not an outage: `InvalidInput` naming
+    /// the directory, and not retryable.
+    #[tokio::test]
+    async fn a_missing_directory_is_named_and_not_retryable() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir");
+        let path = missing.join("omoi.db");
+        let err = SqliteStore::open(&path).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains(&format!("directory {} does not exist", missing.display())), "{err}");
+    }
+
+    /// A file that cannot be opened (here: the path is a directory) is `Unavailable`, naming
+    /// the path.
     #[tokio::test]
     async fn unopenable_file_is_unavailable_naming_the_path() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("no-such-dir").join("omoi.db");
+        let path = dir.path().join("a-directory");
+        std::fs::create_dir(&path).unwrap();
         let err = SqliteStore::open(&path).await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable { backend: "sqlite", .. }), "{err}");
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");

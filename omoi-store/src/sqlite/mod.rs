@@ -136,6 +136,17 @@ impl SqliteStoreBuilder {
     }
 
     async fn open_inner(self) -> Result<SqliteStore, StoreError> {
+        // A missing directory is a mistake in the path, not an outage: say so, and do not
+        // invite retries.
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(StoreError::InvalidInput(format!(
+                "cannot open {}: directory {} does not exist",
+                self.path.display(),
+                dir.display()
+            )));
+        }
         let options = SqliteConnectOptions::new()
             .filename(&self.path)
             .create_if_missing(true)

@@ -1,0 +1,231 @@
+//! [`OrchestratorBuilder`]: defaults for everything but what runs the tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use omoi_core::config::{ConfigError, OmoiConfig};
+use omoi_core::{AgentStore, Clock, EventStore, LlmClient, SandboxProvider, SpecStore, SystemClock, TaskStore};
+use omoi_spec::{PhaseExecutor, SpecRunner, StructuredExecutor};
+use parking_lot::Mutex;
+
+use super::Orchestrator;
+use crate::agent::AgentExecutor;
+use crate::git::GitRepo;
+use crate::spec_agent::AgentPhaseExecutor;
+use crate::worker::{TaskExecutor, Worker};
+use crate::worker_builder::BuildError;
+
+/// Builds an [`Orchestrator`]; start with [`Orchestrator::builder`].
+///
+/// Defaults: the system clock, [`OmoiConfig::default`], one worker running one task at a time,
+/// no settle timeout. Required: what runs the tasks — [`executor`](Self::executor) (any
+/// [`TaskExecutor`], e.g. a closure through [`executor_fn`](crate::executor_fn)) or
+/// [`agents`](Self::agents) (a model and sandboxes).
+pub struct OrchestratorBuilder {
+    tasks: Arc<dyn TaskStore>,
+    events: Arc<dyn EventStore>,
+    specs: Arc<dyn SpecStore>,
+    agents_store: Arc<dyn AgentStore>,
+    clock: Arc<dyn Clock>,
+    config: OmoiConfig,
+    executor: Option<Arc<dyn TaskExecutor>>,
+    model: Option<(Arc<dyn LlmClient>, Arc<dyn SandboxProvider>)>,
+    phases: Option<Arc<dyn PhaseExecutor>>,
+    origin: Option<(GitRepo, String)>,
+    workers: usize,
+    concurrency: usize,
+    capabilities: Vec<String>,
+    settle_timeout: Option<Duration>,
+    grace_period: Duration,
+}
+
+impl std::fmt::Debug for OrchestratorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorBuilder")
+            .field("workers", &self.workers)
+            .field("concurrency", &self.concurrency)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrchestratorBuilder {
+    pub(super) fn new(
+        tasks: Arc<dyn TaskStore>,
+        events: Arc<dyn EventStore>,
+        specs: Arc<dyn SpecStore>,
+        agents_store: Arc<dyn AgentStore>,
+    ) -> Self {
+        Self {
+            tasks,
+            events,
+            specs,
+            agents_store,
+            clock: Arc::new(SystemClock),
+            config: OmoiConfig::default(),
+            executor: None,
+            model: None,
+            phases: None,
+            origin: None,
+            workers: 1,
+            concurrency: 1,
+            capabilities: Vec::new(),
+            settle_timeout: None,
+            grace_period: Duration::from_secs(10),
+        }
+    }
+
+    /// Runs every task with `executor` (instead of, or overriding, the agents of
+    /// [`agents`](Self::agents)).
+    pub fn executor(mut self, executor: impl TaskExecutor + 'static) -> Self {
+        self.executor = Some(Arc::new(executor));
+        self
+    }
+
+    /// The same, for an executor already shared.
+    pub fn executor_arc(mut self, executor: Arc<dyn TaskExecutor>) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
+    /// Runs tasks as agents of `llm` in sandboxes of `sandboxes` (an [`AgentExecutor`]), and the
+    /// spec phases with the same model (explore as a read-only agent over the origin when one is
+    /// set, see [`origin`](Self::origin)).
+    pub fn agents(mut self, llm: Arc<dyn LlmClient>, sandboxes: Arc<dyn SandboxProvider>) -> Self {
+        self.model = Some((llm, sandboxes));
+        self
+    }
+
+    /// Runs spec phases with `phases` instead of the model given to [`agents`](Self::agents).
+    pub fn spec_executor(mut self, phases: Arc<dyn PhaseExecutor>) -> Self {
+        self.phases = Some(phases);
+        self
+    }
+
+    /// The repository task workspaces are seeded from, task branches come back to, and
+    /// [`Orchestrator::merge`] merges into (at `base_branch`).
+    pub fn origin(mut self, repo: GitRepo, base_branch: impl Into<String>) -> Self {
+        self.origin = Some((repo, base_branch.into()));
+        self
+    }
+
+    /// The whole configuration (validated by [`build`](Self::build)).
+    pub fn config(mut self, config: OmoiConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The clock (tests use `omoi_core::testkit::ManualClock`).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Worker count (at least 1).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Tasks each worker runs at once (at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Capabilities every worker offers.
+    pub fn capabilities(mut self, caps: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.capabilities = caps.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Gives up [`run_until_settled`](Orchestrator::run_until_settled) after `limit`.
+    pub fn settle_timeout(mut self, limit: Duration) -> Self {
+        self.settle_timeout = Some(limit);
+        self
+    }
+
+    /// How long running tasks may finish after shutdown is requested.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    /// The orchestrator, or the first setting that is wrong (a [`ConfigError`] naming the
+    /// field) or missing.
+    pub fn build(self) -> Result<Orchestrator, BuildError> {
+        self.config.validate()?;
+        if self.workers == 0 {
+            return Err(ConfigError { field: "orchestrator.workers", reason: "must be at least 1".into() }.into());
+        }
+        let executor: Arc<dyn TaskExecutor> = match (&self.executor, &self.model) {
+            (Some(e), _) => e.clone(),
+            (None, Some((llm, sandboxes))) => {
+                let mut agent = AgentExecutor::new(
+                    llm.clone(),
+                    sandboxes.clone(),
+                    self.tasks.clone(),
+                    self.events.clone(),
+                    self.clock.clone(),
+                )
+                .with_config(self.config.exec.clone());
+                if let Some((repo, base)) = &self.origin {
+                    agent = agent.with_origin(repo.clone(), base.clone());
+                }
+                Arc::new(agent)
+            }
+            (None, None) => {
+                return Err(BuildError::Missing(
+                    "an executor",
+                    "call .executor(executor_fn(…)) or .agents(llm, sandboxes)",
+                ));
+            }
+        };
+        let phases: Option<Arc<dyn PhaseExecutor>> = match (&self.phases, &self.model, &self.origin) {
+            (Some(p), _, _) => Some(p.clone()),
+            (None, Some((llm, sandboxes)), Some((repo, base))) => Some(Arc::new(
+                AgentPhaseExecutor::new(
+                    llm.clone(),
+                    sandboxes.clone(),
+                    self.events.clone(),
+                    self.clock.clone(),
+                    repo.clone(),
+                    base.clone(),
+                )
+                .with_config(self.config.spec.clone()),
+            )),
+            (None, Some((llm, _)), None) => Some(Arc::new(StructuredExecutor::new(llm.clone()))),
+            (None, None, _) => None,
+        };
+        let spec_runner = phases.map(|p| {
+            SpecRunner::new(self.specs.clone(), self.events.clone(), self.clock.clone(), p, self.config.spec.clone())
+        });
+        let mut workers = Vec::with_capacity(self.workers);
+        for i in 0..self.workers {
+            let worker = Worker::builder_from(self.tasks.clone(), self.events.clone())
+                .name(format!("worker-{}", i + 1))
+                .concurrency(self.concurrency)
+                .capabilities(self.capabilities.clone())
+                .queue_config(self.config.queue.clone())
+                .clock(self.clock.clone())
+                .grace_period(self.grace_period)
+                .agent_store(self.agents_store.clone(), self.config.heartbeat.ttl_running / 3)
+                .executor_arc(executor.clone())
+                .build()?;
+            workers.push(worker);
+        }
+        Ok(Orchestrator {
+            tasks: self.tasks,
+            events: self.events,
+            specs: self.specs,
+            clock: self.clock,
+            config: self.config,
+            workers,
+            spec_runner,
+            origin: self.origin,
+            settle_timeout: self.settle_timeout,
+            running: Mutex::new(None),
+            submitted: Mutex::new(super::Submitted::default()),
+        })
+    }
+}
