@@ -11,14 +11,12 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use omoi_core::{
-    AgentId, BackoffPolicy, ClaimRequest, Completion, EventStore, ExecutionMode, Failure, NewTask, Priority, TaskStore,
-    WorkPhase,
-};
+use omoi_core::config::QueueConfig;
+use omoi_core::{BackoffPolicy, EventStore, ExecutionMode, NewTask, Priority, TaskStore, WorkPhase};
 use omoi_examples::board_line;
+use omoi_exec::orchestrator::is_settled;
+use omoi_exec::{ExecError, Worker, executor_fn};
 use omoi_store::InMemoryStore;
-use tracing::{Instrument, info_span};
 
 const MODULES: [&str; 6] = ["parser", "lexer", "codegen", "runtime", "cli", "docs"];
 
@@ -51,46 +49,32 @@ fn pipeline() -> Vec<NewTask> {
     tasks
 }
 
-async fn worker(name: &'static str, caps: &'static [&'static str], store: InMemoryStore) {
-    let holder = AgentId::new();
-    let mut wake = store.subscribe(store.last_cursor().await.expect("cursor")).await.expect("subscribe");
-    loop {
-        let req = ClaimRequest::new(holder, 2, Duration::from_secs(30)).with_capabilities(caps.iter().copied());
-        let claimed = store.claim(&req).await.expect("claim");
-        if claimed.is_empty() {
-            let counts = store.count_tasks(None).await.expect("counts");
-            let open: u64 = counts.iter().filter(|(s, _)| !s.is_terminal()).map(|(_, n)| n).sum();
-            if open == 0 {
-                return;
+/// A worker named `name` offering `caps`: sleeps a little per task, fails flaky tasks once.
+fn worker(name: &'static str, caps: &'static [&'static str], store: &InMemoryStore) -> Worker {
+    let queue = QueueConfig { poll_interval: Duration::from_millis(100), ..QueueConfig::default() };
+    Worker::builder(store.clone())
+        .name(name)
+        .concurrency(2)
+        .capabilities(caps.iter().copied())
+        .queue_config(queue)
+        .executor(executor_fn(move |task, _ctx| async move {
+            tokio::time::sleep(Duration::from_millis(30 + 10 * task.def.title.len() as u64)).await;
+            let flaky = task.def.input.get("flaky").and_then(|v| v.as_bool()).unwrap_or(false);
+            if flaky && task.attempts == 1 {
+                println!("  {name:<10} retry  {}", task.def.title);
+                return Err(ExecError::retryable("transient test flake"));
             }
-            // Sleep until something happens in the store, with a polling backstop.
-            let _ = tokio::time::timeout(Duration::from_millis(100), wake.next()).await;
-            continue;
-        }
-        for c in claimed {
-            let span = info_span!("task", worker = name, task = %c.task.id, title = %c.task.def.title);
-            async {
-                store.start(c.task.id, c.lease.token).await.expect("start");
-                tokio::time::sleep(Duration::from_millis(30 + 10 * c.task.def.title.len() as u64)).await;
-                let flaky = c.task.def.input.get("flaky").and_then(|v| v.as_bool()).unwrap_or(false);
-                if flaky && c.task.attempts == 1 {
-                    store
-                        .fail(c.task.id, c.lease.token, Failure::retryable("transient test flake"))
-                        .await
-                        .expect("fail");
-                    println!("  {name:<10} retry  {}", c.task.def.title);
-                } else {
-                    let result = serde_json::json!({ "by": name, "attempt": c.task.attempts });
-                    store
-                        .complete(c.task.id, c.lease.token, Completion { result, ..Completion::default() })
-                        .await
-                        .expect("complete");
-                    println!("  {name:<10} done   {}", c.task.def.title);
-                }
-            }
-            .instrument(span)
-            .await;
-        }
+            println!("  {name:<10} done   {}", task.def.title);
+            Ok(serde_json::json!({ "by": name, "attempt": task.attempts }))
+        }))
+        .build()
+        .expect("valid worker settings")
+}
+
+/// Resolves once nothing in the store can still run.
+async fn settled(store: InMemoryStore) {
+    while !is_settled(&store.count_tasks(None).await.expect("counts")) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -113,12 +97,16 @@ async fn main() {
         })
     };
     let workers = [
-        tokio::spawn(worker("rustacean", &["rust"], store.clone())),
-        tokio::spawn(worker("writer", &["rust", "docs"], store.clone())),
-        tokio::spawn(worker("generalist", &["rust", "docs", "python"], store.clone())),
+        worker("rustacean", &["rust"], &store),
+        worker("writer", &["rust", "docs"], &store),
+        worker("generalist", &["rust", "docs", "python"], &store),
     ];
-    for w in workers {
-        w.await.expect("worker");
+    let runs = workers.map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move { w.run_until(settled(store)).await })
+    });
+    for r in runs {
+        r.await.expect("worker").expect("store");
     }
     progress.abort();
     let counts = store.count_tasks(None).await.expect("counts");

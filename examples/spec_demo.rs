@@ -24,13 +24,11 @@ use std::error::Error;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use omoi_core::config::SpecConfig;
 use omoi_core::testkit::{Recording, ScriptedLlm};
-use omoi_core::{
-    Event, EventStore, LlmClient, NewSpec, SpecPhase, SpecStore, SystemClock, TaskFilter, TaskId, TaskStore,
-};
+use omoi_core::{Event, EventStore, LlmClient, NewSpec, SpecPhase, SpecStore, TaskFilter, TaskId, TaskStore};
+use omoi_exec::Orchestrator;
 use omoi_exec::llm::{AnthropicClient, OpenAiClient};
-use omoi_spec::{RunOutcome, SpecRunner, StructuredExecutor};
+use omoi_spec::RunOutcome;
 use omoi_store::SqliteStore;
 
 const IDEA: &str = "Add a slugify(text, max_length=None) function with tests to pyutils, our tiny dependency-free \
@@ -69,15 +67,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let (llm, source) = model()?;
     println!("model: {} ({source})", llm.model());
     let path = database_path();
-    let store = Arc::new(SqliteStore::open(&path).await?);
+    let store = SqliteStore::open(&path).await?;
     println!("store: SQLite at {}", path.display());
-    let runner = SpecRunner::new(
-        store.clone(),
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(StructuredExecutor::new(llm)),
-        SpecConfig::default(),
-    );
+    let orch = Orchestrator::builder(store.clone()).spec_model(llm).build()?;
 
     // Tail the event log while the spec runs, so attempts and retries show as they happen.
     let mut events = store.subscribe(store.last_cursor().await?).await?;
@@ -103,9 +95,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     });
 
     println!("\nrunning the spec pipeline:");
-    let (id, outcome) = runner.start(NewSpec::new("slugify", IDEA)).await?;
+    let submitted = orch.submit_new_spec(NewSpec::new("slugify", IDEA)).await?;
     tail.abort();
-    assert_eq!(outcome, RunOutcome::Completed);
+    assert_eq!(submitted.outcome, RunOutcome::Completed);
+    let id = submitted.spec_id;
 
     let spec = store.get_spec(id).await?;
     println!("\nphases:");

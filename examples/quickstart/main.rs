@@ -28,20 +28,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use omoi_core::config::{OmoiConfig, SpecConfig};
+use omoi_core::config::OmoiConfig;
 use omoi_core::testkit::{Recording, ScriptedLlm};
-use omoi_core::{
-    Clock, CompletionRequest, EventStore, LlmClient, NewSpec, SpecStore, SystemClock, TaskFilter, TaskState, TaskStore,
-};
-use omoi_exec::agent::AgentExecutor;
-use omoi_exec::git::{GitRepo, merge_in_conflict_order};
+use omoi_core::{CompletionRequest, LlmClient, NewSpec, TaskFilter};
 use omoi_exec::llm::{AnthropicClient, OpenAiClient};
-use omoi_exec::spec_agent::AgentPhaseExecutor;
-use omoi_exec::worker::{Worker, WorkerConfig};
+use omoi_exec::{GitRepo, Orchestrator};
 use omoi_sandbox::LocalSandboxProvider;
-use omoi_spec::{RunOutcome, SpecRunner};
+use omoi_spec::RunOutcome;
 use omoi_store::SqliteStore;
-use tokio_util::sync::CancellationToken;
 
 const IDEA: &str = "Add a slugify(text) function to textkit.strings that turns any title into a lower-case, \
 ASCII, hyphen-separated URL slug; export it from the package, document it in the README and cover it with unit tests.";
@@ -97,9 +91,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let origin = GitRepo::init(&repo_dir).await?;
     let initial = origin.rev_parse("main").await?;
     let store = SqliteStore::open(dir.join("omoi.db")).await?;
-    let (tasks, events, specs): (Arc<dyn TaskStore>, Arc<dyn EventStore>, Arc<dyn SpecStore>) =
-        (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()));
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (llm, source) = model()?;
     let sandboxes = Arc::new(LocalSandboxProvider::new(dir.join("sandboxes")));
     println!("  sample repository: {} (branch main, {})", repo_dir.display(), &initial[..8]);
@@ -107,25 +98,38 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("  model: {source}");
     println!("  sandboxes: local processes under {}\n", dir.join("sandboxes").display());
 
+    // The whole assembly: one store, a model with sandboxes, the repository, two workers.
+    let mut config = OmoiConfig::default();
+    config.queue.poll_interval = Duration::from_millis(250);
+    let orch = Orchestrator::builder(store)
+        .agents(llm, sandboxes)
+        .origin(origin.clone(), "main")
+        .workers(2)
+        .config(config)
+        .build()?;
+
+    let (tasks, specs) = (orch.tasks().clone(), orch.specs().clone());
     let board_spec = Arc::new(parking_lot::Mutex::new(None));
-    let worker_names = Arc::new(parking_lot::Mutex::new(HashMap::new()));
-    let printer =
-        tokio::spawn(progress::print(tasks.clone(), events.clone(), board_spec.clone(), worker_names.clone()));
+    let names: HashMap<_, _> =
+        orch.worker_ids().into_iter().enumerate().map(|(i, id)| (id, format!("worker-{}", i + 1))).collect();
+    let printer = tokio::spawn(progress::print(
+        tasks.clone(),
+        orch.events().clone(),
+        board_spec.clone(),
+        Arc::new(parking_lot::Mutex::new(names)),
+    ));
 
     // 1. The spec: explore runs as an agent over the repository; the other phases are one
     //    structured call each; sync is deterministic.
     println!("1. spec: \"{}\"", IDEA.chars().take(72).collect::<String>() + "…");
-    let phases =
-        AgentPhaseExecutor::new(llm.clone(), sandboxes.clone(), events.clone(), clock.clone(), origin.clone(), "main");
-    let runner = SpecRunner::new(specs.clone(), events.clone(), clock.clone(), Arc::new(phases), SpecConfig::default());
-    let (spec_id, outcome) = runner.start(NewSpec::new("slugify", IDEA)).await?;
-    if !matches!(outcome, RunOutcome::Completed) {
-        return Err(format!("the spec stopped early: {outcome:?}").into());
+    let spec = orch.submit_new_spec(NewSpec::new("slugify", IDEA)).await?;
+    if !matches!(spec.outcome, RunOutcome::Completed) {
+        return Err(format!("the spec stopped early: {:?}", spec.outcome).into());
     }
-    *board_spec.lock() = Some(spec_id);
+    *board_spec.lock() = Some(spec.spec_id);
     tokio::time::sleep(Duration::from_millis(200)).await; // let the printer catch up
     println!("\n   tickets and tasks:");
-    for ticket in specs.list_tickets(spec_id).await? {
+    for ticket in specs.list_tickets(spec.spec_id).await? {
         println!("   {} {} [{}]", ticket.local_id.clone().unwrap_or_default(), ticket.title, ticket.status);
         let filter = TaskFilter { ticket_id: Some(ticket.id), ..TaskFilter::default() };
         for t in tasks.list_tasks(&filter).await? {
@@ -141,79 +145,45 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     // 2. Execution: two workers, each task an agent in its own sandbox on its own branch.
     println!("\n2. execution: 2 workers, one local sandbox per task");
-    let executor = Arc::new(
-        AgentExecutor::new(llm.clone(), sandboxes.clone(), tasks.clone(), events.clone(), clock.clone())
-            .with_origin(origin.clone(), "main"),
-    );
-    let cfg = OmoiConfig::default();
-    let stop = CancellationToken::new();
-    let mut handles = Vec::new();
-    for name in ["worker-1", "worker-2"] {
-        let mut wc = WorkerConfig::new(name, 1, &cfg.queue);
-        wc.poll_interval = Duration::from_millis(250);
-        let worker = Worker::new(tasks.clone(), events.clone(), executor.clone(), clock.clone(), wc);
-        worker_names.lock().insert(worker.id(), name.to_owned());
-        let stop = stop.clone();
-        handles.push(tokio::spawn(async move { worker.run(stop).await }));
-    }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let filter = TaskFilter { spec_id: Some(spec_id), ..TaskFilter::default() };
-    loop {
-        let all = tasks.list_tasks(&filter).await?;
-        let busy = all.iter().any(|t| {
-            matches!(t.state, TaskState::Ready | TaskState::Claimed | TaskState::Running | TaskState::Waiting)
-        });
-        if !busy {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err("tasks did not settle within 10 minutes".into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    stop.cancel();
-    for h in handles {
-        h.await??;
-    }
-    let done = tasks.list_tasks(&filter).await?;
-    let failed: Vec<_> = done.iter().filter(|t| t.state != TaskState::Completed).collect();
-    if !failed.is_empty() {
-        for t in &failed {
+    let report = tokio::time::timeout(Duration::from_secs(600), orch.drain())
+        .await
+        .map_err(|_| "tasks did not settle within 10 minutes")??;
+    if !report.all_completed() {
+        for t in report.unfinished() {
             println!(
                 "   {} ended {}: {}",
-                t.links.local_id.clone().unwrap_or_default(),
+                t.local_id.clone().unwrap_or_default(),
                 t.state,
-                t.last_error.clone().unwrap_or_default()
+                t.error.clone().unwrap_or_default()
             );
         }
-        return Err(format!("{} task(s) did not complete", failed.len()).into());
+        return Err(format!("{} task(s) did not complete", report.unfinished().count()).into());
     }
-    if let Some(v) = done.iter().find(|t| t.def.mode == omoi_core::ExecutionMode::Validation) {
+    if let Some(v) = report.tasks.iter().find(|t| t.mode == omoi_core::ExecutionMode::Validation) {
         let passed = v.result.as_ref().and_then(|r| r["output"]["passed"].as_bool()).unwrap_or(false);
         println!(
             "   validation ({}): tests {}",
-            v.links.local_id.clone().unwrap_or_default(),
+            v.local_id.clone().unwrap_or_default(),
             if passed { "passed" } else { "FAILED" }
         );
     }
 
     // 3. Merge the task branches into main, fewest conflicts first.
     println!("\n3. merge into main (fewest conflicts first)");
-    let branches: Vec<String> =
-        done.iter().filter_map(|t| t.result.as_ref()?.get("branch")?.as_str().map(str::to_owned)).collect();
-    let report = merge_in_conflict_order(&origin, "main", &branches).await?;
-    for s in &report.order {
-        let local = done
+    let merge = orch.merge().await?;
+    for s in &merge.order {
+        let local = report
+            .tasks
             .iter()
             .find(|t| s.branch.ends_with(&t.id.to_string()))
-            .and_then(|t| t.links.local_id.clone())
+            .and_then(|t| t.local_id.clone())
             .unwrap_or_default();
         println!("   {:<8} {} ({} conflicting files)", local, s.branch, s.conflicts.len());
     }
-    if let Some(stop) = &report.stopped {
+    if let Some(stop) = &merge.stopped {
         return Err(format!("merge stopped at {}: conflicts in {}", stop.branch, stop.files.join(", ")).into());
     }
-    println!("   merged {} branches", report.merged.len());
+    println!("   merged {} branches", merge.merged.len());
 
     println!("\nfinal branch: main at {}", &origin.rev_parse("main").await?[..8]);
     print!("{}", origin.run(&["log", "--oneline", "--first-parent", &format!("{initial}..main")]).await?);

@@ -148,3 +148,13 @@ async fn a_closure_worker_runs_until_any_future_resolves() {
     watcher.await.unwrap();
     assert_eq!(stats.completed, 5);
 }
+
+#[tokio::test]
+async fn a_planning_only_orchestrator_refuses_to_run_tasks_with_a_clear_error() {
+    let orch = Orchestrator::builder(InMemoryStore::new()).spec_model(Arc::new(ScriptedLlm::new())).build().unwrap();
+    assert!(orch.worker_ids().is_empty());
+    match orch.run_until_settled().await {
+        Err(OrchestratorError::NotConfigured(why)) => assert!(why.contains("no executor"), "{why}"),
+        other => panic!("expected NotConfigured, got {other:?}"),
+    }
+}

@@ -20,7 +20,8 @@ use crate::worker_builder::BuildError;
 /// Defaults: the system clock, [`OmoiConfig::default`], one worker running one task at a time,
 /// no settle timeout. Required: what runs the tasks — [`executor`](Self::executor) (any
 /// [`TaskExecutor`], e.g. a closure through [`executor_fn`](crate::executor_fn)) or
-/// [`agents`](Self::agents) (a model and sandboxes).
+/// [`agents`](Self::agents) (a model and sandboxes) — or, for an orchestrator that only plans,
+/// a spec pipeline ([`spec_model`](Self::spec_model)).
 pub struct OrchestratorBuilder {
     tasks: Arc<dyn TaskStore>,
     events: Arc<dyn EventStore>,
@@ -102,6 +103,13 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// Runs the spec phases as one structured call each to `llm` (no sandboxes). Enough on its
+    /// own for an orchestrator that only turns ideas into specs and task plans.
+    pub fn spec_model(mut self, llm: Arc<dyn LlmClient>) -> Self {
+        self.phases = Some(Arc::new(StructuredExecutor::new(llm)));
+        self
+    }
+
     /// The repository task workspaces are seeded from, task branches come back to, and
     /// [`Orchestrator::merge`] merges into (at `base_branch`).
     pub fn origin(mut self, repo: GitRepo, base_branch: impl Into<String>) -> Self {
@@ -158,8 +166,8 @@ impl OrchestratorBuilder {
         if self.workers == 0 {
             return Err(ConfigError { field: "orchestrator.workers", reason: "must be at least 1".into() }.into());
         }
-        let executor: Arc<dyn TaskExecutor> = match (&self.executor, &self.model) {
-            (Some(e), _) => e.clone(),
+        let executor: Option<Arc<dyn TaskExecutor>> = match (&self.executor, &self.model) {
+            (Some(e), _) => Some(e.clone()),
             (None, Some((llm, sandboxes))) => {
                 let mut agent = AgentExecutor::new(
                     llm.clone(),
@@ -172,12 +180,13 @@ impl OrchestratorBuilder {
                 if let Some((repo, base)) = &self.origin {
                     agent = agent.with_origin(repo.clone(), base.clone());
                 }
-                Arc::new(agent)
+                Some(Arc::new(agent))
             }
+            (None, None) if self.phases.is_some() => None, // a spec pipeline only
             (None, None) => {
                 return Err(BuildError::Missing(
                     "an executor",
-                    "call .executor(executor_fn(…)) or .agents(llm, sandboxes)",
+                    "call .executor(executor_fn(…)), .agents(llm, sandboxes) or .spec_model(llm)",
                 ));
             }
         };
@@ -201,7 +210,7 @@ impl OrchestratorBuilder {
             SpecRunner::new(self.specs.clone(), self.events.clone(), self.clock.clone(), p, self.config.spec.clone())
         });
         let mut workers = Vec::with_capacity(self.workers);
-        for i in 0..self.workers {
+        for i in (0..self.workers).filter(|_| executor.is_some()) {
             let worker = Worker::builder_from(self.tasks.clone(), self.events.clone())
                 .name(format!("worker-{}", i + 1))
                 .concurrency(self.concurrency)
@@ -210,7 +219,7 @@ impl OrchestratorBuilder {
                 .clock(self.clock.clone())
                 .grace_period(self.grace_period)
                 .agent_store(self.agents_store.clone(), self.config.heartbeat.ttl_running / 3)
-                .executor_arc(executor.clone())
+                .executor_arc(executor.clone().expect("filtered above"))
                 .build()?;
             workers.push(worker);
         }

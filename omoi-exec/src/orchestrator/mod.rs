@@ -191,9 +191,18 @@ impl Orchestrator {
         if trimmed.is_empty() {
             return Err(OrchestratorError::InvalidInput("the spec idea is empty".into()));
         }
-        let runner = self.runner()?;
         let title: String = trimmed.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
-        let (spec_id, outcome) = runner.start(NewSpec::new(title, trimmed)).await?;
+        self.submit_new_spec(NewSpec::new(title, trimmed)).await
+    }
+
+    /// [`submit_spec`](Self::submit_spec) with a title (and any other field of [`NewSpec`]) of
+    /// your choosing. An empty idea or title is refused before any model call.
+    pub async fn submit_new_spec(&self, spec: NewSpec) -> Result<SpecSubmission, OrchestratorError> {
+        if spec.idea.trim().is_empty() || spec.title.trim().is_empty() {
+            return Err(OrchestratorError::InvalidInput("the spec idea and title must not be empty".into()));
+        }
+        let runner = self.runner()?;
+        let (spec_id, outcome) = runner.start(spec).await?;
         self.submitted.lock().specs.insert(spec_id);
         Ok(SpecSubmission { spec_id, outcome })
     }
@@ -239,6 +248,7 @@ impl Orchestrator {
     /// Starts the workers if needed and waits until nothing can still run (see
     /// [`is_settled`]); the workers keep running. Reports every submitted task.
     pub async fn run_until_settled(&self) -> Result<RunReport, OrchestratorError> {
+        self.require_workers()?;
         self.start();
         let wait = self.wait_settled();
         match self.settle_timeout {
@@ -290,6 +300,7 @@ impl Orchestrator {
 
     /// Runs until `signal` resolves, then shuts down (for servers: pass a ctrl-c future).
     pub async fn run_until(&self, signal: impl Future<Output = ()>) -> Result<WorkerStats, OrchestratorError> {
+        self.require_workers()?;
         self.start();
         signal.await;
         self.shutdown().await
@@ -358,6 +369,15 @@ impl Orchestrator {
                 wake = None;
             }
         }
+    }
+
+    fn require_workers(&self) -> Result<(), OrchestratorError> {
+        if self.workers.is_empty() {
+            return Err(OrchestratorError::NotConfigured(
+                "no executor, so no workers: build with .executor(…) or .agents(llm, sandboxes)",
+            ));
+        }
+        Ok(())
     }
 
     fn workers_ended(&self) -> bool {
