@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use omoi_core::config::OmoiConfig;
 use omoi_core::testkit::{Recording, ScriptedLlm};
-use omoi_core::{CompletionRequest, LlmClient, NewSpec, TaskFilter};
+use omoi_core::{LlmClient, NewSpec, TaskFilter};
 use omoi_exec::llm::{AnthropicClient, OpenAiClient};
 use omoi_exec::{GitRepo, Orchestrator};
 use omoi_sandbox::LocalSandboxProvider;
@@ -52,13 +52,9 @@ fn model() -> Result<(Arc<dyn LlmClient>, String), Box<dyn Error>> {
         let client = OpenAiClient::from_env()?;
         return Ok((Arc::new(client.clone()), format!("OpenAI-compatible ({})", client.model())));
     }
-    let recording: Recording = serde_json::from_str(RECORDING)?;
-    // Task agents run concurrently: each task's conversation is its own track, named by the
-    // task title that opens its prompt; the spec phases share the default track in order.
-    let llm = ScriptedLlm::from_recording(recording).with_router(|r: &CompletionRequest| {
-        let first = r.messages.first().map(|m| m.text()).unwrap_or_default();
-        first.strip_prefix("# Task: ").and_then(|rest| rest.lines().next()).unwrap_or_default().to_owned()
-    });
+    // Task agents run concurrently: each task's conversation is its own track
+    // (`task:<title>`), chosen by the request's labels; the spec phases share the default track.
+    let llm = ScriptedLlm::from_recording(serde_json::from_str::<Recording>(RECORDING)?);
     Ok((Arc::new(llm), "a recorded conversation (set ANTHROPIC_API_KEY to use Claude)".into()))
 }
 

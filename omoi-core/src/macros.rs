@@ -46,8 +46,9 @@ macro_rules! string_enum {
         }
 
         impl ::std::fmt::Display for $name {
+            /// The string form; honours width, fill and alignment (`{:<12}`).
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.write_str(self.as_str())
+                f.pad(self.as_str())
             }
         }
 

@@ -140,6 +140,7 @@ impl AgentPhaseExecutor {
                 policy: ToolPolicy::for_mode(ExecutionMode::Exploration),
                 mailboxes: None,
                 task_id: TaskId::new(),
+                labels: [(omoi_core::ports::llm::labels::PHASE.to_owned(), ctx.phase.to_string())].into(),
                 agent_id: AgentId::new(),
                 system,
                 prompt: ctx.prompt.user.clone(),

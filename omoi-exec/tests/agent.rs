@@ -45,6 +45,7 @@ fn run<'a>(
         policy: ToolPolicy::for_mode(mode),
         mailboxes: None,
         task_id: omoi_core::TaskId::new(),
+        labels: Default::default(),
         agent_id: AgentId::new(),
         system: "test agent".into(),
         prompt: "do the task".into(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use omoi_core::ports::llm::parse_json_text;
+use omoi_core::ports::llm::{labels, parse_json_text};
 use omoi_core::{CompletionRequest, LlmClient, LlmError, Message, OutputSchema, Spec, SpecPhase, StoreError, Usage};
 use serde_json::Value;
 
@@ -136,6 +136,7 @@ impl PhaseExecutor for StructuredExecutor {
             output: Some(ctx.output_schema.clone()),
             max_tokens: self.max_tokens,
             temperature: self.temperature,
+            labels: [(labels::PHASE.to_owned(), ctx.phase.to_string())].into(),
         };
         ctx.budget.check_request(&request)?;
         let response = self.llm.complete(&request).await?;

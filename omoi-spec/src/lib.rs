@@ -49,6 +49,9 @@ pub mod output;
 pub mod prompt;
 pub mod runner;
 pub mod sync;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
 
 pub use budget::{Budget, BudgetExceeded, BudgetLimits};
 pub use error::SpecError;

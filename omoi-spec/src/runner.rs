@@ -101,8 +101,16 @@ impl SpecRunner {
         &self.config
     }
 
-    /// Creates a spec and runs it.
+    /// Creates a spec and runs it. An empty title or idea is refused (`InvalidInput`) before
+    /// anything is stored or any model is called.
     pub async fn start(&self, spec: NewSpec) -> Result<(SpecId, RunOutcome), SpecError> {
+        for (field, value) in [("title", &spec.title), ("idea", &spec.idea)] {
+            if value.trim().is_empty() {
+                return Err(SpecError::Store(omoi_core::StoreError::InvalidInput(format!(
+                    "the spec {field} is empty"
+                ))));
+            }
+        }
         let id = self.specs.create_spec(spec).await?.id;
         Ok((id, self.run(id).await?))
     }

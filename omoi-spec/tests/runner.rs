@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Harness, fixture, push, push_happy_path, push_json, routed_llm};
 use omoi_core::config::SpecConfig;
-use omoi_core::testkit::Scripted;
+use omoi_core::testkit::{Scripted, ScriptedLlm};
 use omoi_core::{LlmError, NewSpec, SpecPhase, SpecState, SpecStore, TaskFilter};
 use omoi_spec::{BudgetExceeded, RunOutcome, SpecError};
 use serde_json::json;
@@ -97,7 +97,7 @@ async fn retry_feeds_the_evaluator_feedback_into_the_next_prompt() {
     let ((id, outcome), elapsed) = h.drive(|r| async move { r.start(new_spec()).await.unwrap() }).await;
     assert_eq!(outcome, RunOutcome::Completed);
     assert_eq!(elapsed, Duration::from_secs(2), "one retry: 2 s backoff on the clock");
-    let asked = h.llm.requests_on("requirements");
+    let asked = h.llm.requests_on("phase:requirements");
     assert_eq!(asked.len(), 2);
     let first = asked[0].messages[0].text();
     let second = asked[1].messages[0].text();
@@ -143,7 +143,7 @@ async fn malformed_json_attempt_gives_precise_feedback() {
     let ((id, outcome), elapsed) = h.drive(|r| async move { r.start(new_spec()).await.unwrap() }).await;
     assert_eq!(outcome, RunOutcome::Completed);
     assert_eq!(elapsed, Duration::from_secs(2 + 4), "backoff 2 s then 4 s");
-    let asked = h.llm.requests_on("design");
+    let asked = h.llm.requests_on("phase:design");
     assert_eq!(asked.len(), 3);
     let second = asked[1].messages[0].text();
     assert!(second.contains("Your previous answer could not be used: invalid JSON: EOF while parsing"), "{second}");
@@ -218,9 +218,7 @@ async fn token_budget_refuses_the_call_before_it_is_made() {
 async fn cost_budget_spans_resumes_through_persisted_usage() {
     let clock = omoi_core::testkit::ManualClock::new();
     let store = std::sync::Arc::new(omoi_store::InMemoryStore::with_clock(clock.clone()));
-    let llm = std::sync::Arc::new(
-        omoi_core::testkit::ScriptedLlm::new().with_router(common::phase_of).with_cost_per_token(1e-4),
-    );
+    let llm = std::sync::Arc::new(omoi_core::testkit::ScriptedLlm::new().with_cost_per_token(1e-4));
     push_happy_path(&llm);
     let h =
         Harness::with(clock.clone(), store.clone(), llm, SpecConfig { max_cost_usd: 0.05, ..SpecConfig::default() });
@@ -278,7 +276,7 @@ async fn human_gate_approve_and_reject() {
     assert_eq!(outcome, RunOutcome::AwaitingApproval(SpecPhase::Requirements));
     let spec = h.store.get_spec(id).await.unwrap();
     assert_eq!(spec.state, SpecState::AwaitingApproval { phase: SpecPhase::Requirements });
-    assert!(h.llm.requests_on("design").is_empty(), "nothing runs past the gate");
+    assert!(h.llm.requests_on("phase:design").is_empty(), "nothing runs past the gate");
     // Running again while waiting does nothing.
     let (same, _) = h.drive(move |r| async move { r.run(id).await.unwrap() }).await;
     assert_eq!(same, RunOutcome::AwaitingApproval(SpecPhase::Requirements));
@@ -289,7 +287,7 @@ async fn human_gate_approve_and_reject() {
         )
         .await;
     assert_eq!(rejected, RunOutcome::AwaitingApproval(SpecPhase::Requirements), "the re-run stops at the gate again");
-    let asked = h.llm.requests_on("requirements");
+    let asked = h.llm.requests_on("phase:requirements");
     assert_eq!(asked.len(), 2);
     let prompt = asked[1].messages[0].text();
     assert!(prompt.contains("A reviewer rejected the previous requirements output"), "{prompt}");
@@ -297,7 +295,7 @@ async fn human_gate_approve_and_reject() {
 
     let (approved, _) = h.drive(move |r| async move { r.approve(id).await.unwrap() }).await;
     assert_eq!(approved, RunOutcome::Completed);
-    assert_eq!(h.llm.requests_on("design").len(), 1);
+    assert_eq!(h.llm.requests_on("phase:design").len(), 1);
     let (err, _) = h.drive(move |r| async move { r.approve(id).await.unwrap_err() }).await;
     assert!(matches!(err, SpecError::NotAwaitingApproval { state: SpecState::Completed }), "{err:?}");
     let trail = h.event_trail().await;
@@ -307,7 +305,10 @@ async fn human_gate_approve_and_reject() {
 #[tokio::test]
 async fn transient_errors_are_retried_and_permanent_ones_fail_at_once() {
     let h = Harness::new(SpecConfig::default());
-    h.llm.push_to("explore", Scripted::Error(LlmError::RateLimited { retry_after: None, message: "slow down".into() }));
+    h.llm.push_to(
+        &ScriptedLlm::phase_track(SpecPhase::Explore),
+        Scripted::Error(LlmError::RateLimited { retry_after: None, message: "slow down".into() }),
+    );
     push_happy_path(&h.llm);
     let ((id, outcome), elapsed) = h.drive(|r| async move { r.start(new_spec()).await.unwrap() }).await;
     assert_eq!(outcome, RunOutcome::Completed);
@@ -315,7 +316,7 @@ async fn transient_errors_are_retried_and_permanent_ones_fail_at_once() {
     assert_eq!(h.store.get_spec(id).await.unwrap().checkpoints[&SpecPhase::Explore].attempts, 2);
 
     let h = Harness::new(SpecConfig::default());
-    h.llm.push_to("explore", Scripted::Error(LlmError::Auth("bad key".into())));
+    h.llm.push_to(&ScriptedLlm::phase_track(SpecPhase::Explore), Scripted::Error(LlmError::Auth("bad key".into())));
     let (err, elapsed) = h.drive(|r| async move { r.start(new_spec()).await.unwrap_err() }).await;
     assert!(matches!(err, SpecError::Model { phase: SpecPhase::Explore, source: LlmError::Auth(_) }), "{err:?}");
     assert_eq!(elapsed, Duration::ZERO);
@@ -352,7 +353,7 @@ async fn llm_judge_blends_into_the_score_and_its_feedback_drives_the_retry() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(run.await.unwrap().unwrap(), RunOutcome::Completed);
-    let asked = h.llm.requests_on("explore");
+    let asked = h.llm.requests_on("phase:explore");
     assert_eq!(asked.len(), 2, "judged 0.5 · 1.0 + 0.5 · 0.2 = 0.6 < 0.7: retried");
     assert!(asked[1].messages[0].text().contains("llm_judge scored 0.20"), "{}", asked[1].messages[0].text());
     assert!(asked[1].messages[0].text().contains("key_files misses tests/conftest.py"));
@@ -364,4 +365,16 @@ async fn llm_judge_blends_into_the_score_and_its_feedback_drives_the_retry() {
         "explore twice, then prd, requirements, design, tasks once; sync is not judged"
     );
     assert!(judge_llm.requests()[0].system.as_deref().unwrap().contains("Reviewed phase: explore"));
+}
+
+#[tokio::test]
+async fn an_empty_idea_or_title_is_refused_before_anything_is_stored_or_asked() {
+    let h = Harness::new(SpecConfig::default());
+    push_happy_path(&h.llm);
+    for spec in [NewSpec::new("slugify", "   \n"), NewSpec::new(" ", "Add slugify")] {
+        let err = h.runner.start(spec).await.unwrap_err();
+        assert!(matches!(err, SpecError::Store(omoi_core::StoreError::InvalidInput(_))), "{err:?}");
+    }
+    assert!(h.llm.requests().is_empty(), "no model call was made");
+    assert!(h.store.list_specs().await.unwrap().is_empty(), "nothing was stored");
 }

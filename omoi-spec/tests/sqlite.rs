@@ -33,7 +33,7 @@ async fn resume_from_a_reopened_sqlite_file_skips_passed_phases() {
         let id = h.store.create_spec(NewSpec::new("slugify", "Add slugify to pyutils")).await.unwrap().id;
         let (err, _) = h.drive(move |r| async move { r.run(id).await.unwrap_err() }).await;
         assert!(matches!(err, SpecError::PhaseFailed { phase: SpecPhase::Design, attempts: 3, .. }), "{err:?}");
-        let feedback = h.llm.requests_on("design")[1].messages[0].text();
+        let feedback = h.llm.requests_on("phase:design")[1].messages[0].text();
         assert!(feedback.contains("missing field `architecture_overview`"), "{feedback}");
         id
     };

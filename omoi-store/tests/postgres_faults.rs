@@ -21,13 +21,19 @@ static DATABASE: RwLock<()> = RwLock::const_new(());
 #[tokio::test]
 async fn unreachable_database_fails_with_a_clear_error_naming_the_redacted_url() {
     // Port 1 on loopback: nothing listens there, the connection is refused at once.
+    // With a pool timeout of 10 minutes, the error can only come from the direct first attempt
+    // (the outer timeout fails the test long before the pool would give up).
     let url = "postgres://omoi:hunter2@127.0.0.1:1/omoi_db";
-    let err = PostgresStore::builder(url)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .expect_err("nothing listens on port 1");
+    let err = tokio::time::timeout(
+        Duration::from_secs(120),
+        PostgresStore::builder(url).acquire_timeout(Duration::from_secs(600)).connect(),
+    )
+    .await
+    .expect("a refused connection is reported at once, not after the pool's acquire timeout")
+    .expect_err("nothing listens on port 1");
     assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().to_lowercase().contains("refused"), "says the connection was refused: {err}");
+    assert!(std::error::Error::source(&err).is_some(), "keeps the driver error as its source: {err:?}");
     assert!(matches!(err, StoreError::Unavailable { backend: "postgres", .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("postgres://omoi:***@127.0.0.1:1/omoi_db"), "names the URL: {text}");
@@ -43,6 +49,9 @@ async fn malformed_url_and_schema_are_invalid_input() {
     assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
     let err = PostgresStore::builder("postgres://u:pw@127.0.0.1:1/d").schema("x; DROP").connect().await.unwrap_err();
     assert!(matches!(&err, StoreError::InvalidInput(m) if m.contains("schema")), "{err}");
+    // The message states the rule the check applies: lowercase only.
+    let err = PostgresStore::builder("postgres://u:pw@127.0.0.1:1/d").schema("Omoi").connect().await.unwrap_err();
+    assert!(matches!(&err, StoreError::InvalidInput(m) if m.contains("lowercase")), "{err}");
 }
 
 /// Retries `op` while it fails with a retryable error, backing off from 50 ms to 1 s. Counts

@@ -50,6 +50,24 @@ pub enum Subject {
     Memory(MemoryId),
 }
 
+impl std::fmt::Display for Subject {
+    /// `task 0190…`, `spec 0190…`: the kind and the id (honours width and alignment).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The serde form names the kind once, for every variant.
+        let v = serde_json::to_value(self).unwrap_or_default();
+        let (kind, id) = (v["kind"].as_str().unwrap_or("entity"), v["id"].as_str().unwrap_or_default());
+        f.pad(&format!("{kind} {id}"))
+    }
+}
+
+impl std::fmt::Display for Event {
+    /// `task.completed (task 0190…)`: the dotted name and the subject (honours width and
+    /// alignment). The payload is in `Debug` and the serde form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&format!("{} ({})", self.name(), self.subject()))
+    }
+}
+
 macro_rules! events {
     ($(
         $(#[$doc:meta])*
@@ -372,6 +390,17 @@ mod tests {
         assert_eq!(serde_json::from_value::<Event>(json).unwrap(), e);
         assert_eq!(e.subject(), Subject::Task(id));
         assert_eq!(e.name(), "task.ready");
+    }
+
+    #[test]
+    fn display_names_the_event_and_its_subject_and_honours_width() {
+        let id = TaskId::new();
+        let e = Event::TaskReady { task_id: id };
+        assert_eq!(e.to_string(), format!("task.ready (task {id})"));
+        let wide = format!("{e:<70}|");
+        assert_eq!(wide.chars().count(), 71, "{wide}");
+        assert!(wide.ends_with(" |"));
+        assert_eq!(format!("{:>50}", Subject::Task(id)), format!("{:>50}", format!("task {id}")));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `LlmClient` port: one completion call with tools and optional structured output.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -128,6 +129,23 @@ pub struct CompletionRequest {
     pub max_tokens: u32,
     /// Sampling temperature.
     pub temperature: Option<f32>,
+    /// What the request is for, as `key → value` labels set by the engine that makes it
+    /// ([`labels`] names the keys omoi uses). Never sent to a provider: they route scripted
+    /// answers in tests and name the request in traces.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The label keys omoi's engines put on their [`CompletionRequest`]s.
+pub mod labels {
+    /// The spec phase a request works on (`explore`, `prd`, …).
+    pub const PHASE: &str = "omoi.phase";
+    /// The id of the task an agent works on.
+    pub const TASK: &str = "omoi.task";
+    /// The task's id within its spec's plan (`TSK-001`), when it has one.
+    pub const TASK_LOCAL_ID: &str = "omoi.task_local_id";
+    /// The task's title.
+    pub const TASK_TITLE: &str = "omoi.task_title";
 }
 
 impl CompletionRequest {
@@ -140,7 +158,14 @@ impl CompletionRequest {
             output: None,
             max_tokens: 4096,
             temperature: None,
+            labels: BTreeMap::new(),
         }
+    }
+
+    /// The same request with label `key` set to `value`.
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
     }
 }
 

@@ -132,6 +132,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn display_honours_width_fill_and_alignment() {
+        assert_eq!(format!("[{:<9}]", TaskState::Ready), "[ready    ]");
+        assert_eq!(format!("[{:>9}]", TaskState::Ready), "[    ready]");
+        assert_eq!(format!("[{:*^9}]", TaskState::Ready), "[**ready**]");
+        assert_eq!(format!("[{:.3}]", TaskState::Completed), "[com]");
+        assert_eq!(TaskState::Ready.to_string(), "ready");
+    }
+
     /// The expected table, written out independently of `TASK_TRANSITIONS` as a matrix of
     /// target states: rows are states, columns events in `TaskEvent::ALL` order, `-` = illegal.
     fn expected(from: TaskState, event: TaskEvent) -> Option<TaskState> {

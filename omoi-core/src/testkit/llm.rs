@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::Usage;
 use crate::ports::llm::{CompletionRequest, CompletionResponse, ContentBlock, LlmClient, LlmError, StopReason};
+use crate::state::SpecPhase;
 
 /// One scripted answer.
 #[derive(Debug, Clone)]
@@ -34,8 +35,14 @@ pub struct Recording {
 /// Plays queued responses, including tool calls, in order; records every request; returns
 /// [`LlmError::ScriptExhausted`] (naming the unanswered request) when its script runs out.
 ///
-/// With a router, requests are matched to named tracks (for example by a task id in the system
-/// prompt), so concurrent conversations each get their own script.
+/// Answers are queued on tracks, so concurrent conversations each get their own script. A
+/// request goes to the first track that has been scripted among, in order:
+/// `phase:<phase>` (spec phases, see [`push_phase`](Self::push_phase)), `task:<local id>`,
+/// `task:<title>` and `task:<task id>` (task agents, see [`push_task`](Self::push_task)), read
+/// from the request's [`labels`](crate::ports::llm::labels) — never from prompt text — and
+/// else the default track `""`. A retry of a phase or a task therefore takes the next answer of
+/// its own track and can never consume another's. [`with_router`](Self::with_router) replaces
+/// the rule.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -116,6 +123,45 @@ impl ScriptedLlm {
         self.tracks.lock().entry(track.to_owned()).or_default().push_back(item);
     }
 
+    /// The track of spec phase `phase`.
+    pub fn phase_track(phase: SpecPhase) -> String {
+        format!("phase:{phase}")
+    }
+
+    /// The track of the task agent whose local id (`TSK-001`), title or id is `key`.
+    pub fn task_track(key: &str) -> String {
+        format!("task:{key}")
+    }
+
+    /// Queues `output` (serialized as the answer's JSON text) for spec phase `phase`.
+    pub fn push_phase(&self, phase: SpecPhase, output: &impl Serialize) {
+        let text = serde_json::to_string(output).unwrap_or_default();
+        self.push_to(&Self::phase_track(phase), Scripted::Response(text_response(text)));
+    }
+
+    /// Queues an answer (or an error) for the task agent named by `key`: its local id, its
+    /// title or its id.
+    pub fn push_task(&self, key: &str, item: Scripted) {
+        self.push_to(&Self::task_track(key), item);
+    }
+
+    /// The track a request goes to (see the type's docs).
+    fn track_for(&self, request: &CompletionRequest) -> String {
+        if let Some(router) = &self.router {
+            return router(request);
+        }
+        use crate::ports::llm::labels;
+        let known = self.tracks.lock();
+        let label = |k: &str| request.labels.get(k);
+        let candidates = [
+            label(labels::PHASE).map(|p| format!("phase:{p}")),
+            label(labels::TASK_LOCAL_ID).map(|k| Self::task_track(k)),
+            label(labels::TASK_TITLE).map(|k| Self::task_track(k)),
+            label(labels::TASK).map(|k| Self::task_track(k)),
+        ];
+        candidates.into_iter().flatten().find(|t| known.contains_key(t)).unwrap_or_default()
+    }
+
     /// Queues a text answer on the default track.
     pub fn push_text(&self, text: impl Into<String>) {
         self.push_to("", Scripted::Response(text_response(text)));
@@ -191,7 +237,7 @@ fn request_chars(req: &CompletionRequest) -> usize {
 #[async_trait]
 impl LlmClient for ScriptedLlm {
     async fn complete(&self, request: &CompletionRequest) -> Result<CompletionResponse, LlmError> {
-        let track = self.router.as_ref().map(|r| r(request)).unwrap_or_default();
+        let track = self.track_for(request);
         self.log.lock().push((track.clone(), request.clone()));
         let next = self.tracks.lock().get_mut(&track).and_then(VecDeque::pop_front);
         let mut served = self.served.lock();
@@ -240,6 +286,34 @@ mod tests {
         assert_eq!(llm.requests_on("a").len(), 1);
         let err = llm.complete(&ra).await.unwrap_err();
         assert!(err.to_string().contains("track \"a\""), "{err}");
+    }
+
+    #[tokio::test]
+    async fn phases_and_tasks_route_by_label_and_a_retry_never_takes_another_tracks_answer() {
+        use crate::ports::llm::labels;
+        let llm = ScriptedLlm::new();
+        llm.push_phase(SpecPhase::Prd, &serde_json::json!({"prd": 1}));
+        llm.push_phase(SpecPhase::Requirements, &serde_json::json!({"req": 1}));
+        llm.push_task("TSK-002", Scripted::Response(text_response("tsk-2")));
+        llm.push_task("write docs", Scripted::Response(text_response("docs")));
+        llm.push_text("default");
+        let phase = |p: &str| CompletionRequest::new("same prompt").with_label(labels::PHASE, p);
+        assert_eq!(llm.complete(&phase("prd")).await.unwrap().text(), r#"{"prd":1}"#);
+        // A retry of prd finds its own track empty: it fails, it does not eat requirements'.
+        let retry = llm.complete(&phase("prd")).await.unwrap_err();
+        assert!(retry.to_string().contains("phase:prd"), "{retry}");
+        assert_eq!(llm.complete(&phase("requirements")).await.unwrap().text(), r#"{"req":1}"#);
+        let task = CompletionRequest::new("same prompt")
+            .with_label(labels::TASK, "0190")
+            .with_label(labels::TASK_LOCAL_ID, "TSK-002")
+            .with_label(labels::TASK_TITLE, "implement it");
+        assert_eq!(llm.complete(&task).await.unwrap().text(), "tsk-2");
+        let titled = CompletionRequest::new("x").with_label(labels::TASK_TITLE, "write docs");
+        assert_eq!(llm.complete(&titled).await.unwrap().text(), "docs");
+        // Unscripted labels fall back to the default track.
+        let other = CompletionRequest::new("x").with_label(labels::PHASE, "design");
+        assert_eq!(llm.complete(&other).await.unwrap().text(), "default");
+        assert_eq!(llm.requests_on("phase:prd").len(), 2);
     }
 
     #[tokio::test]

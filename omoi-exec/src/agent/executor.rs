@@ -158,6 +158,7 @@ impl AgentExecutor {
             policy: ToolPolicy::for_mode(task.def.mode),
             mailboxes: Some(&self.mailboxes),
             task_id: task.id,
+            labels: task_labels(task),
             agent_id: ctx.agent_id,
             system: prompt::system(task.def.mode),
             prompt: prompt::task(task, synthesis.as_ref()),
@@ -254,4 +255,14 @@ impl TaskExecutor for AgentExecutor {
         .instrument(span)
         .await
     }
+}
+
+/// The labels of a task agent's model requests: its title and, for planned tasks, its local id.
+fn task_labels(task: &Task) -> std::collections::BTreeMap<String, String> {
+    use omoi_core::ports::llm::labels;
+    let mut out = std::collections::BTreeMap::from([(labels::TASK_TITLE.to_owned(), task.def.title.clone())]);
+    if let Some(local) = &task.links.local_id {
+        out.insert(labels::TASK_LOCAL_ID.to_owned(), local.clone());
+    }
+    out
 }

@@ -7,6 +7,7 @@
 //! stops it, the model stops calling tools, too many tool calls fail in a row, or the caller
 //! cancels.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use omoi_core::{
@@ -103,6 +104,9 @@ pub struct AgentRun<'a> {
     pub mailboxes: Option<&'a Mailboxes>,
     /// The task being worked on (for events and the mailbox).
     pub task_id: TaskId,
+    /// Labels put on every model request besides `omoi.task` (see
+    /// [`omoi_core::ports::llm::labels`]).
+    pub labels: BTreeMap<String, String>,
     /// The agent doing it.
     pub agent_id: AgentId,
     /// System prompt.
@@ -169,6 +173,13 @@ impl Recorder<'_> {
 }
 
 impl AgentRun<'_> {
+    /// The labels of every model request: the run's own, and `omoi.task`.
+    fn request_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        labels.insert(omoi_core::ports::llm::labels::TASK.to_owned(), self.task_id.to_string());
+        labels
+    }
+
     /// Runs the loop to its end.
     pub async fn run(self) -> Result<AgentOutcome, AgentError> {
         let span = info_span!("agent_run", task = %self.task_id, agent = %self.agent_id, mode = %self.policy.mode());
@@ -216,6 +227,7 @@ impl AgentRun<'_> {
                 output: None,
                 max_tokens: self.max_tokens,
                 temperature: None,
+                labels: self.request_labels(),
             };
             let response = self.llm.complete(&request).await?;
             for g in &self.gates {

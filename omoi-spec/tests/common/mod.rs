@@ -8,50 +8,42 @@ use std::time::Duration;
 
 use omoi_core::config::SpecConfig;
 use omoi_core::testkit::{ManualClock, Scripted, ScriptedLlm, text_response};
-use omoi_core::{CompletionRequest, Event, EventStore, SpecPhase, SpecStore, StoredEvent, TaskStore};
+use omoi_core::{Event, EventStore, SpecPhase, SpecStore, StoredEvent, TaskStore};
 use omoi_spec::{SpecRunner, StructuredExecutor};
 use omoi_store::InMemoryStore;
 use serde_json::Value;
 
+/// A canned phase output by phase name, or a test-only fixture (`requirements_flawed`).
 pub fn fixture(name: &str) -> Value {
+    if let Some(v) = name.parse::<SpecPhase>().ok().and_then(omoi_spec::testkit::canned_output) {
+        return v;
+    }
     let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-/// The phase named in a request's system prompt ("Phase: requirements (3 of 6)").
-pub fn phase_of(request: &CompletionRequest) -> String {
-    let system = request.system.clone().unwrap_or_default();
-    system
-        .lines()
-        .find_map(|l| l.strip_prefix("Phase: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_default()
-        .to_owned()
+/// The phase a request is for (its `omoi.phase` label).
+pub fn phase_of(request: &omoi_core::CompletionRequest) -> String {
+    request.labels.get(omoi_core::ports::llm::labels::PHASE).cloned().unwrap_or_default()
 }
 
+/// A `ScriptedLlm` answering each phase from its own track (routed by the request's
+/// `omoi.phase` label, never by prompt text).
 pub fn routed_llm() -> Arc<ScriptedLlm> {
-    Arc::new(ScriptedLlm::new().with_router(phase_of))
+    Arc::new(ScriptedLlm::new())
 }
 
 pub fn push(llm: &ScriptedLlm, phase: SpecPhase, text: impl Into<String>) {
-    llm.push_to(phase.as_str(), Scripted::Response(text_response(text)));
+    llm.push_to(&ScriptedLlm::phase_track(phase), Scripted::Response(text_response(text)));
 }
 
 pub fn push_json(llm: &ScriptedLlm, phase: SpecPhase, value: &Value) {
-    push(llm, phase, serde_json::to_string(value).unwrap());
+    llm.push_phase(phase, value);
 }
 
 /// Queues a passing answer for every model phase.
 pub fn push_happy_path(llm: &ScriptedLlm) {
-    for (phase, name) in [
-        (SpecPhase::Explore, "explore"),
-        (SpecPhase::Prd, "prd"),
-        (SpecPhase::Requirements, "requirements"),
-        (SpecPhase::Design, "design"),
-        (SpecPhase::Tasks, "tasks"),
-    ] {
-        push_json(llm, phase, &fixture(name));
-    }
+    omoi_spec::testkit::script_spec(llm);
 }
 
 /// Every store port the runner and the tests use, on one adapter.

@@ -159,8 +159,9 @@ impl std::fmt::Debug for PostgresStoreBuilder {
 }
 
 impl PostgresStoreBuilder {
-    /// Keeps every table in `schema` (created if missing) instead of `public`. Letters, digits
-    /// and underscores, starting with a letter or underscore, at most 48 characters.
+    /// Keeps every table in `schema` (created if missing) instead of `public`. Lowercase ASCII
+    /// letters, digits and underscores, starting with a lowercase letter or underscore, at most
+    /// 48 characters (so the name never needs quoting).
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
         self
@@ -197,7 +198,7 @@ impl PostgresStoreBuilder {
         let url = redact_url(&self.url);
         if !valid_schema(&self.schema) {
             return Err(StoreError::InvalidInput(format!(
-                "schema name {:?} must be letters, digits and underscores (at most 48), not starting with a digit",
+                "schema name {:?} must be lowercase ASCII letters, digits and underscores (at most 48), starting with a lowercase letter or underscore",
                 self.schema
             )));
         }
@@ -208,16 +209,24 @@ impl PostgresStoreBuilder {
             .map_err(|e| StoreError::InvalidInput(format!("invalid postgres url {url}: {}", scrub(&e, &self.url))))?;
         let search_path = if self.schema == "public" { "public".to_owned() } else { format!("{},public", self.schema) };
         let options = base.application_name("omoi").options([("search_path", search_path)]);
+        // One direct attempt first: a refused or unresolvable server fails now, with its cause,
+        // instead of after the pool's acquire timeout.
+        let unreachable = |message: String, source: Option<omoi_core::BoxError>| StoreError::Unavailable {
+            backend: BACKEND,
+            message: format!("cannot connect to {url}: {message}"),
+            source,
+        };
+        match tokio::time::timeout(self.acquire_timeout, sqlx::ConnectOptions::connect(&options)).await {
+            Ok(Ok(conn)) => drop(sqlx::Connection::close(conn).await),
+            Ok(Err(e)) => return Err(unreachable(scrub(&e, &self.url), Some(Box::new(e)))),
+            Err(_) => return Err(unreachable(format!("no answer within {:?}", self.acquire_timeout), None)),
+        }
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
             .connect_with(options.clone())
             .await
-            .map_err(|e| StoreError::Unavailable {
-                backend: BACKEND,
-                message: format!("cannot connect to {url}: {}", scrub(&e, &self.url)),
-                source: None,
-            })?;
+            .map_err(|e| unreachable(scrub(&e, &self.url), Some(Box::new(e))))?;
         let store = PostgresStore {
             inner: Arc::new(Inner {
                 pool,
