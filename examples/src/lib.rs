@@ -1,8 +1,12 @@
-#![doc = include_str!("../../README.md")]
-//!
-//! ## This crate
-//!
-//! Shared helpers for the omoi examples: progress output for long runs.
+//! Shared helpers for the omoi examples (`quickstart`, `spec_demo`, `drain`): progress output
+//! for long runs. The examples themselves are described in the repository's README, whose code
+//! blocks are compiled and run as this crate's doctests.
+
+/// The README's code blocks, run as doctests (not part of the documentation: its links point at
+/// the repository's folders).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 use std::fmt::Write;
 

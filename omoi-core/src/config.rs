@@ -1,5 +1,5 @@
 //! Every threshold in one typed, serde-(de)serializable config, with OmoiOS's values as
-//! defaults (see `reference/omoios-behaviour.md`; where OmoiOS had no value, ours is noted).
+//! defaults (where OmoiOS had no value, ours is noted).
 //!
 //! Durations are written in humantime form (`"30s"`, `"15m"`). Every section and field has a
 //! default, so a config file names only what it changes; unknown fields are rejected so a typo

@@ -1,19 +1,76 @@
 //! # omoi-exec
 //!
-//! The execution engine: a worker that claims tasks with leases (woken by store events, with a
-//! polling backstop), renews them, and runs an agent loop in a sandbox with a tool policy per
-//! execution mode and budgets checked before every model call; synthesis of predecessor results;
-//! git branches per task and conflict-ordered merges. It also hosts the LLM adapters (Anthropic
-//! Messages API, OpenAI-compatible chat completions) behind features.
+//! The execution engine: workers that claim tasks with leases and run them, agents that work in
+//! sandboxes on their own git branches, and the [`Orchestrator`] that assembles it all.
+//!
+//! A queue with workers and a plain closure:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use omoi_core::NewTask;
+//! use omoi_exec::{Orchestrator, executor_fn};
+//! use omoi_store::InMemoryStore; // or SqliteStore / PostgresStore
+//! use serde_json::json;
+//!
+//! let orch = Orchestrator::builder(InMemoryStore::new())
+//!     .executor(executor_fn(|task, _ctx| async move { Ok(json!({ "done": task.def.title })) }))
+//!     .workers(2)
+//!     .build()
+//!     .unwrap();
+//! let fetch = NewTask::new("fetch");
+//! orch.submit(vec![fetch.clone(), NewTask::new("report").depends_on([fetch.id])]).await.unwrap();
+//! let report = orch.drain().await.unwrap();
+//! assert!(report.all_completed());
+//! # });
+//! ```
+//!
+//! A feature idea to merged work: the spec pipeline plans it, agents in sandboxes execute the
+//! tasks on their own branches, and the branches are merged into the repository (the model here
+//! is whatever `Arc<dyn LlmClient>` you have: `llm::AnthropicClient`, `llm::OpenAiClient`, or a
+//! recording):
+//!
+//! ```no_run
+//! # async fn demo(llm: std::sync::Arc<dyn omoi_core::LlmClient>) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use omoi_exec::{GitRepo, Orchestrator};
+//! use omoi_sandbox::LocalSandboxProvider;
+//! use omoi_store::SqliteStore;
+//!
+//! let store = SqliteStore::open("omoi.db").await?;
+//! let repo = GitRepo::open("path/to/repo");
+//! let orch = Orchestrator::builder(store)
+//!     .agents(llm, Arc::new(LocalSandboxProvider::new("sandboxes")))
+//!     .origin(repo, "main")
+//!     .workers(2)
+//!     .build()?;
+//! orch.submit_spec("Add a slugify(text) function with unit tests").await?;
+//! let report = orch.drain().await?;
+//! println!("{} tasks, ${:.2}", report.tasks.len(), report.usage.cost_usd);
+//! let merge = orch.merge().await?;
+//! println!("merged {} branches", merge.merged.len());
+//! # Ok(()) }
+//! ```
+//!
+//! What it is made of:
+//!
+//! - [`worker`]: a [`Worker`] claims tasks by capability with concurrency N (woken by store
+//!   events, with a polling backstop), renews leases, fences every write, sweeps expired leases
+//!   and shuts down gracefully; build one with [`Worker::builder`].
+//! - [`agent`]: an [`AgentExecutor`] runs a task as an agent loop in a sandbox, with a tool policy
+//!   per execution mode and budgets checked before every model call.
+//! - [`synthesis`]: predecessor results merged into a task's context.
+//! - [`git`]: task branches, workspaces seeded by bundle, conflict-ordered merges.
+//! - [`spec_agent`]: spec phases as read-only exploration agents over a repository.
+//! - [`orchestrator`]: the [`Orchestrator`] over one store value.
+//! - `llm` (features below): the LLM adapters.
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `anthropic` | [`llm::AnthropicClient`]: the Anthropic Messages API |
-//! | `openai` | [`llm::OpenAiClient`]: OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, llama.cpp) |
+//! | `anthropic` | `llm::AnthropicClient`: the Anthropic Messages API |
+//! | `openai` | `llm::OpenAiClient`: OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, llama.cpp) |
 //!
 //! Both implement [`omoi_core::LlmClient`], so engines take an `Arc<dyn LlmClient>` and tests use
-//! `omoi_core::testkit::ScriptedLlm` instead. See [`llm`] for what the adapters share (retries,
-//! cost accounting, structured output, key redaction).
+//! `omoi_core::testkit::ScriptedLlm` instead.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod agent;

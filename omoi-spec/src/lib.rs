@@ -3,6 +3,34 @@
 //! The spec pipeline: a feature idea becomes a spec through the phases explore → prd →
 //! requirements → design → tasks → sync, and the spec becomes stored tickets and tasks.
 //!
+//! The common path — an idea in, a stored plan of tickets and tasks out (here with the canned
+//! answers of feature `testkit`; a real model is an `Arc<dyn LlmClient>` in the same place):
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use omoi_core::config::SpecConfig;
+//! use omoi_core::testkit::ScriptedLlm;
+//! use omoi_core::{NewSpec, SpecStore, SystemClock, TaskFilter, TaskStore};
+//! use omoi_spec::{RunOutcome, SpecRunner, StructuredExecutor, testkit};
+//! use omoi_store::InMemoryStore;
+//!
+//! let store = Arc::new(InMemoryStore::new());
+//! let llm = Arc::new(ScriptedLlm::new());
+//! testkit::script_spec(&llm);
+//! let phases = Arc::new(StructuredExecutor::new(llm));
+//! let runner = SpecRunner::new(store.clone(), store.clone(), Arc::new(SystemClock), phases, SpecConfig::default());
+//!
+//! let (spec, outcome) = runner.start(NewSpec::new("slugify", testkit::IDEA)).await.unwrap();
+//! assert_eq!(outcome, RunOutcome::Completed);
+//! assert_eq!(store.list_tickets(spec).await.unwrap().len(), 2);
+//! let tasks = store.list_tasks(&TaskFilter { spec_id: Some(spec), ..TaskFilter::default() }).await.unwrap();
+//! assert_eq!(tasks.len(), 6); // queued with their dependencies, ready for workers
+//! # });
+//! ```
+//!
+//! What it is made of:
+//!
 //! - [`output`]: each phase's typed output (serde + JSON schema sent to the model), parsed
 //!   strictly so a malformed answer becomes precise feedback.
 //! - [`prompt`]: per-phase prompts with the idea, earlier outputs summarized within
@@ -14,10 +42,11 @@
 //!   [`StructuredExecutor`] (one structured model call per attempt), with the shared [`Budget`].
 //! - [`runner`]: [`SpecRunner`]: attempts with feedback and backoff, checkpoints, resume that
 //!   skips passed phases, approval gates, budgets, events.
+//! - [`ids`]: the local id formats (`REQ-…`, `US-…`, `TKT-…`, `TSK-…`), shared by evaluation and sync.
 //! - [`sync`]: traceability, dependency analysis and idempotent materialization through
 //!   [`SpecStore::sync`](omoi_core::SpecStore::sync).
 //!
-//! The engine depends on ports only; pick a store and a model where you assemble it:
+//! A failed phase leaves the spec resumable:
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -45,6 +74,7 @@ pub mod budget;
 pub mod error;
 pub mod evaluate;
 pub mod executor;
+pub mod ids;
 pub mod output;
 pub mod prompt;
 pub mod runner;

@@ -29,7 +29,7 @@ use omoi_core::{
 };
 use serde_json::json;
 
-use crate::evaluate::{is_task_id, is_ticket_id};
+use crate::ids::{is_task_id, is_ticket_id};
 use crate::output::{
     Coverage, CoverageStatus, DependencyAnalysis, DependencyStats, RequirementStats, RequirementsOutput, SpecSummary,
     SyncOutput, TaskStats, TasksOutput, TicketStats, TraceabilityStats, ValidationResults,

@@ -10,7 +10,6 @@
 
 mod design;
 mod explore;
-mod ids;
 mod judge;
 mod prd;
 mod requirements;
@@ -23,7 +22,7 @@ use omoi_core::SpecPhase;
 
 use crate::output::{PhaseOutput, PhaseOutputs};
 
-pub use ids::{is_requirement_id, is_task_id, is_ticket_id, is_user_story_id};
+pub use crate::ids::{is_requirement_id, is_task_id, is_ticket_id, is_user_story_id};
 pub use judge::{Judge, JudgeRequest, Judgement, LlmJudge};
 
 /// One scored criterion.
