@@ -29,12 +29,22 @@ pub struct ClaimRequest {
     /// `task.claimed`) in the same step, saving the separate [`TaskStore::start`] call.
     #[serde(default)]
     pub start: bool,
+    /// A ready task that has waited longer than this (since its `run_at`) is ordered one
+    /// priority level higher (`queue.aging_after`; [`queue::aged_band`](crate::queue::aged_band)).
+    #[serde(default, with = "humantime_serde")]
+    pub aging_after: Option<Duration>,
 }
 
 impl ClaimRequest {
     /// A request for up to `limit` tasks with a lease of `lease_ttl`, without capabilities.
     pub fn new(holder: AgentId, limit: usize, lease_ttl: Duration) -> Self {
-        Self { holder, capabilities: Vec::new(), limit, lease_ttl, start: false }
+        Self { holder, capabilities: Vec::new(), limit, lease_ttl, start: false, aging_after: None }
+    }
+
+    /// The same request, ordering tasks that waited longer than `after` one level higher.
+    pub fn aging_after(mut self, after: Option<Duration>) -> Self {
+        self.aging_after = after;
+        self
     }
 
     /// The same request, marking the claimed tasks `Running` at once.
