@@ -42,6 +42,7 @@ pub mod ports;
 pub mod queue;
 pub mod rrf;
 pub mod state;
+pub mod validate;
 
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
@@ -63,7 +64,7 @@ pub use macros::ParseEnumError;
 pub use ports::agent_store::AgentStore;
 pub use ports::clock::{Clock, SystemClock};
 pub use ports::embedder::{EmbedError, Embedder, HashingEmbedder};
-pub use ports::event_store::{EventStore, EventStream};
+pub use ports::event_store::{EventStore, EventStream, WakeStream};
 pub use ports::llm::{
     CompletionRequest, CompletionResponse, ContentBlock, LlmClient, LlmError, Message, OutputSchema, Role, StopReason,
     ToolCall, ToolSpec, complete_as,

@@ -34,7 +34,13 @@ pub fn plan_batch(
     let mut ids = HashSet::with_capacity(batch.len());
     let mut keys = HashSet::new();
     for t in batch {
-        t.def.validate().map_err(|m| StoreError::InvalidInput(format!("task {} ({:?}): {m}", t.id, t.def.title)))?;
+        t.def
+            .validate()
+            .map_err(|m| StoreError::InvalidInput(format!("task {} ({:?}): {m}", t.id, short(&t.def.title))))?;
+        if let Some(l) = &t.links.local_id {
+            crate::validate::text("local_id", l, crate::validate::MAX_LABEL_BYTES)
+                .map_err(|m| StoreError::InvalidInput(format!("task {}: {m}", t.id)))?;
+        }
         if !ids.insert(t.id) {
             return Err(StoreError::InvalidInput(format!("task id {} appears twice in the batch", t.id)));
         }
@@ -70,6 +76,30 @@ pub fn plan_batch(
         state.insert(id, s);
     }
     Ok(batch.iter().map(|t| state[&t.id]).collect())
+}
+
+/// A title as quoted in messages: at most 80 characters.
+fn short(title: &str) -> String {
+    title.chars().take(80).collect()
+}
+
+/// Refuses a failure the store could not record (a NUL in its message, or one over
+/// [`MAX_ERROR_BYTES`](crate::validate::MAX_ERROR_BYTES)); pass executor messages through
+/// [`clean_error`](crate::validate::clean_error) first.
+pub fn check_failure(failure: &Failure) -> Result<(), StoreError> {
+    crate::validate::text("failure error", &failure.error, crate::validate::MAX_ERROR_BYTES)
+        .map_err(StoreError::InvalidInput)
+}
+
+/// Refuses events the store could not record or read back (a NUL character in a string, JSON
+/// nested too deep): every adapter checks appended events with this.
+pub fn check_events(events: &[Event]) -> Result<(), StoreError> {
+    for e in events {
+        let v =
+            serde_json::to_value(e).map_err(|err| StoreError::InvalidInput(format!("event {}: {err}", e.name())))?;
+        crate::validate::json_shape(&format!("event {}", e.name()), &v).map_err(StoreError::InvalidInput)?;
+    }
+    Ok(())
 }
 
 fn dag_error<K: std::fmt::Debug>(e: DagError<K>, r: impl Fn(K) -> TaskRef) -> StoreError {

@@ -1,29 +1,41 @@
 //! The worker: claims tasks by capability with concurrency N, runs them through a
 //! [`TaskExecutor`], and keeps the queue's promises.
 //!
-//! - Wakes on store events (`task.ready`, `task.created`, …) with a polling backstop.
-//! - Marks each claimed task running, renews its lease well inside the TTL, and cancels the
-//!   execution if the lease is lost (another holder took over: fencing).
-//! - Completes or fails with the fencing token; retryable store errors are retried with backoff.
+//! - Wakes on the store's wake-ups (no event is read or decoded for it) with a polling backstop,
+//!   and subscribes again when the wake-ups end.
+//! - Claims up to its free slots in one call that also marks them running; renews all its
+//!   leases in one call per period, and cancels an execution whose lease is lost (another
+//!   holder took over: fencing).
+//! - Completes through a batcher: completions waiting at the same time go to the store in one
+//!   `complete_many` call, each fenced by its token. A refused completion (e.g. a result over
+//!   the size limit) fails the attempt with the refusal as its error.
+//! - Enforces each task's `timeout` (retryable failure) and `deadline` (permanent failure).
+//! - Never exits on a per-task or store error: retryable errors back off, others are logged.
 //! - Sweeps expired leases (any worker can), so a crashed worker's tasks come back.
 //! - Registers as an agent and heartbeats when given an [`AgentStore`].
 //! - Shuts down gracefully: stops claiming, lets running tasks finish for a grace period, then
 //!   cancels them and releases their leases (their attempts are given back).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use omoi_core::config::QueueConfig;
+use omoi_core::config::{OmoiConfig, QueueConfig};
+use omoi_core::ports::clock::add_duration;
+use omoi_core::validate::clean_error;
 use omoi_core::{
-    AgentId, AgentKind, AgentStatus, AgentStore, ClaimRequest, ClaimedTask, Clock, Completion, Event, EventStore,
-    Failure, Heartbeat, Lease, NewAgent, StoreError, Task, TaskId, TaskStore, Usage,
+    AgentId, AgentKind, AgentStatus, AgentStore, ClaimRequest, ClaimedTask, Clock, Completion, EventStore, Failure,
+    FencingToken, Heartbeat, Lease, NewAgent, StoreError, Task, TaskId, TaskState, TaskStore, Usage, WakeStream,
 };
+use parking_lot::Mutex;
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Runs one task. Implementations: the agent executor, or anything else.
 #[async_trait]
@@ -91,15 +103,20 @@ pub struct WorkerConfig {
     pub capabilities: Vec<String>,
     /// Tasks run at once.
     pub concurrency: usize,
+    /// Most tasks asked for per claim (`queue.claim_batch`).
+    pub claim_batch: usize,
     /// Lease length.
     pub lease_ttl: Duration,
-    /// Lease renewal period (well inside `lease_ttl`).
+    /// Lease renewal period (well inside `lease_ttl`): one batched renewal of every lease held.
     pub renew_every: Duration,
     /// Polling backstop when no event wakes the worker.
     pub poll_interval: Duration,
     /// Expired-lease sweep period.
     pub reclaim_interval: Duration,
-    /// How long running tasks may finish after shutdown is requested.
+    /// A ready task waiting longer than this is claimed one priority level higher
+    /// (`queue.aging_after`).
+    pub aging_after: Option<Duration>,
+    /// How long running tasks may finish after shutdown is requested (`heartbeat.graceful_stop`).
     pub grace_period: Duration,
     /// Heartbeat period (when an agent store is given).
     pub heartbeat_every: Duration,
@@ -112,13 +129,23 @@ impl WorkerConfig {
             name: name.into(),
             capabilities: Vec::new(),
             concurrency: concurrency.max(1),
+            claim_batch: q.claim_batch.max(1),
             lease_ttl: q.lease_ttl,
             renew_every: q.lease_renew_every,
             poll_interval: q.poll_interval,
             reclaim_interval: q.reclaim_interval,
+            aging_after: q.aging_after,
             grace_period: Duration::from_secs(10),
             heartbeat_every: Duration::from_secs(5),
         }
+    }
+
+    /// Settings from the whole configuration: the queue section, and the grace period of a
+    /// graceful stop from `heartbeat.graceful_stop`.
+    pub fn from_config(name: impl Into<String>, concurrency: usize, config: &OmoiConfig) -> Self {
+        let mut c = Self::new(name, concurrency, &config.queue);
+        c.grace_period = config.heartbeat.graceful_stop;
+        c
     }
 
     /// The same settings offering `caps`.
@@ -133,7 +160,7 @@ impl WorkerConfig {
 pub struct WorkerStats {
     /// Tasks completed.
     pub completed: u64,
-    /// Attempts that failed (retried or dead-lettered).
+    /// Attempts that failed (retried or dead-lettered), timeouts and missed deadlines included.
     pub failed: u64,
     /// Tasks given back on shutdown.
     pub released: u64,
@@ -160,6 +187,22 @@ enum Ending {
     Lost,
 }
 
+/// Leases held by a running worker, renewed together: task → (token, fires when lost).
+type Held = Arc<Mutex<HashMap<TaskId, (FencingToken, CancellationToken)>>>;
+
+/// A completion waiting for the batcher, with where to send its result.
+type Pending = (TaskId, FencingToken, Completion, oneshot::Sender<Result<Vec<TaskId>, StoreError>>);
+
+/// Largest batch of completions written in one call.
+const COMPLETION_BATCH: usize = 256;
+
+/// What the per-task runners share with the worker loop.
+#[derive(Clone)]
+struct Shared {
+    held: Held,
+    completions: mpsc::UnboundedSender<Pending>,
+}
+
 impl Worker {
     /// A worker over `tasks` (and its event log) running `executor`.
     pub fn new(
@@ -183,26 +226,37 @@ impl Worker {
         self.id
     }
 
-    /// Runs until `shutdown` fires, then shuts down gracefully.
+    /// Runs until `shutdown` fires, then shuts down gracefully. Per-task and store errors never
+    /// end the run (they are logged and retried); only a failure to register as an agent does.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<WorkerStats, StoreError> {
         let span = info_span!("worker", name = %self.config.name, agent = %self.id);
         self.run_inner(shutdown).instrument(span).await
     }
 
+    async fn subscribe(&self) -> Option<WakeStream> {
+        match self.events.wake_ups().await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "no event subscription; polling until it comes back");
+                None
+            }
+        }
+    }
+
     async fn run_inner(&self, shutdown: CancellationToken) -> Result<WorkerStats, StoreError> {
         let hard_stop = CancellationToken::new();
         let heartbeat = self.start_heartbeats(hard_stop.clone()).await?;
-        let mut wake = match self.events.subscribe(self.events.last_cursor().await?).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                warn!(error = %e, "no event subscription; polling only");
-                None
-            }
-        };
+        let mut wake = self.subscribe().await;
+        let held: Held = Arc::default();
+        let renewer = self.spawn_renewer(held.clone(), hard_stop.clone());
+        let (completions, completion_rx) = mpsc::unbounded_channel();
+        let batcher = tokio::spawn(self.clone().complete_batches(completion_rx));
+        let shared = Shared { held, completions };
         let mut running: JoinSet<Ending> = JoinSet::new();
         let mut stats = WorkerStats::default();
         let mut next_sweep = self.clock.now();
         let mut store_backoff = Duration::from_millis(50);
+        let mut busy = false;
         while !shutdown.is_cancelled() {
             if self.clock.now() >= next_sweep {
                 match self.tasks.reclaim_expired().await {
@@ -210,13 +264,18 @@ impl Worker {
                     Ok(_) => {}
                     Err(e) => warn!(error = %e, "lease sweep failed"),
                 }
-                next_sweep = omoi_core::ports::clock::add_duration(self.clock.now(), self.config.reclaim_interval);
+                next_sweep = add_duration(self.clock.now(), self.config.reclaim_interval);
+                if wake.is_none() {
+                    wake = self.subscribe().await;
+                }
             }
             let free = self.config.concurrency.saturating_sub(running.len());
             let mut claimed_any = false;
             if free > 0 {
-                let req = ClaimRequest::new(self.id, free, self.config.lease_ttl)
-                    .with_capabilities(self.config.capabilities.clone());
+                let mut req = ClaimRequest::new(self.id, free.min(self.config.claim_batch), self.config.lease_ttl)
+                    .with_capabilities(self.config.capabilities.clone())
+                    .and_start();
+                req.aging_after = self.config.aging_after;
                 match self.tasks.claim(&req).await {
                     Ok(claimed) => {
                         store_backoff = Duration::from_millis(50);
@@ -224,18 +283,28 @@ impl Worker {
                         for c in claimed {
                             let me = self.clone();
                             let cancel = hard_stop.child_token();
-                            running.spawn(async move { me.run_one(c, cancel).await });
+                            let shared = shared.clone();
+                            running.spawn(async move { me.run_one(c, cancel, shared).await });
                         }
-                        self.set_busy(!running.is_empty()).await;
                     }
-                    Err(e) if e.is_retryable() => {
-                        warn!(error = %e, backoff = ?store_backoff, "claim failed; retrying");
-                        self.clock.sleep(store_backoff).await;
+                    Err(e) => {
+                        // Never exit on a claim error: a retryable one backs off, anything else
+                        // is reported and retried after the polling interval.
+                        let pause = if e.is_retryable() { store_backoff } else { self.config.poll_interval };
+                        warn!(error = %e, ?pause, "claim failed; retrying");
                         store_backoff = (store_backoff * 2).min(Duration::from_secs(5));
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = self.clock.sleep(pause) => {}
+                        }
                         continue;
                     }
-                    Err(e) => return Err(e),
                 }
+            }
+            let now_busy = !running.is_empty();
+            if busy != now_busy {
+                busy = now_busy;
+                self.set_busy(busy).await;
             }
             if claimed_any && running.len() < self.config.concurrency {
                 continue; // there may be more work right away
@@ -244,9 +313,14 @@ impl Worker {
                 _ = shutdown.cancelled() => {}
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     tally(&mut stats, done);
-                    self.set_busy(!running.is_empty()).await;
+                    // Collect every other finished runner: one claim refills all their slots.
+                    while let Some(done) = running.try_join_next() {
+                        tally(&mut stats, done);
+                    }
                 }
-                Some(_) = next_wake(&mut wake) => {}
+                woke = next_wake(&mut wake) => if !woke {
+                    wake = None;
+                },
                 _ = self.clock.sleep(self.config.poll_interval) => {}
             }
         }
@@ -270,6 +344,9 @@ impl Worker {
             }
         }
         hard_stop.cancel();
+        drop(shared);
+        let _ = batcher.await;
+        let _ = renewer.await;
         if let Some(h) = heartbeat {
             let _ = h.await;
         }
@@ -281,59 +358,109 @@ impl Worker {
         Ok(stats)
     }
 
-    async fn run_one(self, claimed: ClaimedTask, cancel: CancellationToken) -> Ending {
+    /// How long the attempt may run: the task's `timeout`, cut short by its `deadline`. `None`
+    /// without either; `Some((ZERO, _))` when the deadline already passed.
+    fn time_limit(&self, task: &Task) -> Option<(Duration, Limit)> {
+        let by_timeout = task.def.timeout.map(|t| (t, Limit::Timeout(t)));
+        let by_deadline = task.def.deadline.map(|d| {
+            let left = (d - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+            (left, Limit::Deadline(d))
+        });
+        match (by_timeout, by_deadline) {
+            (Some(t), Some(d)) => Some(if d.0 <= t.0 { d } else { t }),
+            (t, d) => t.or(d),
+        }
+    }
+
+    async fn run_one(self, claimed: ClaimedTask, cancel: CancellationToken, shared: Shared) -> Ending {
         let ClaimedTask { task, lease } = claimed;
         let span =
             info_span!("task", id = %task.id, title = %task.def.title, mode = %task.def.mode, attempt = task.attempts);
         async move {
             let id = task.id;
-            if let Err(e) = self.tasks.start(id, lease.token).await {
-                warn!(error = %e, "could not mark running");
-                if matches!(e, StoreError::StaleLease { .. }) {
-                    return Ending::Lost;
+            if task.state != TaskState::Running {
+                // A store that did not start it with the claim.
+                if let Err(e) = self.tasks.start(id, lease.token).await {
+                    warn!(error = %e, "could not mark running");
+                    if matches!(e, StoreError::StaleLease { .. }) {
+                        return Ending::Lost;
+                    }
                 }
             }
+            let limit = self.time_limit(&task);
+            if let Some((Duration::ZERO, Limit::Deadline(d))) = limit {
+                let failure = Failure::permanent(format!("deadline {d} passed before the task started"));
+                return self.fail(id, lease.token, failure).await;
+            }
             let lost = CancellationToken::new();
+            shared.held.lock().insert(id, (lease.token, lost.clone()));
             let exec_cancel = CancellationToken::new();
-            let renewer = self.spawn_renewer(id, lease, lost.clone());
             let ctx = ExecContext { agent_id: self.id, lease, cancel: exec_cancel.clone() };
-            let outcome = tokio::select! {
-                r = self.executor.execute(&task, &ctx) => Some(r),
-                _ = lost.cancelled() => None,
-                _ = cancel.cancelled() => {
-                    exec_cancel.cancel();
-                    None
+            let timer = async {
+                match limit {
+                    Some((d, l)) => {
+                        self.clock.sleep(d).await;
+                        l
+                    }
+                    None => std::future::pending().await,
                 }
             };
-            renewer.abort();
+            let outcome = tokio::select! {
+                r = self.executor.execute(&task, &ctx) => Outcome::Done(r),
+                _ = lost.cancelled() => Outcome::Lost,
+                l = timer => Outcome::OutOfTime(l),
+                _ = cancel.cancelled() => Outcome::Stopped,
+            };
+            shared.held.lock().remove(&id);
             match outcome {
-                None if lost.is_cancelled() => {
+                Outcome::Lost => {
                     exec_cancel.cancel();
                     warn!("lease lost while running; the new holder owns the task");
                     Ending::Lost
                 }
-                None => {
+                Outcome::Stopped => {
+                    exec_cancel.cancel();
                     self.with_retries("release", || self.tasks.release(id, lease.token)).await;
                     Ending::Released
                 }
-                Some(Ok(out)) => {
+                Outcome::OutOfTime(l) => {
+                    exec_cancel.cancel();
+                    warn!(limit = %l, "out of time");
+                    let failure = match l {
+                        Limit::Timeout(_) => Failure::retryable(l.to_string()),
+                        Limit::Deadline(_) => Failure::permanent(l.to_string()),
+                    };
+                    self.fail(id, lease.token, failure).await
+                }
+                Outcome::Done(Ok(out)) => {
                     let completion = Completion { result: out.result, usage: out.usage };
-                    match self
-                        .with_retries("complete", || self.tasks.complete(id, lease.token, completion.clone()))
-                        .await
-                    {
-                        Some(released) => {
-                            info!(released = released.len(), "completed");
+                    let (reply, answer) = oneshot::channel();
+                    if shared.completions.send((id, lease.token, completion, reply)).is_err() {
+                        return Ending::Lost;
+                    }
+                    match answer.await {
+                        Ok(Ok(released)) => {
+                            debug!(released = released.len(), "completed");
                             Ending::Completed
                         }
-                        None => Ending::Lost,
+                        Ok(Err(StoreError::InvalidInput(refusal))) => {
+                            // The store refused the result (e.g. too large): the attempt fails
+                            // with the refusal, instead of waiting out its lease.
+                            warn!(%refusal, "result refused; failing the attempt");
+                            let failure = Failure::retryable(format!("result refused by the store: {refusal}"));
+                            self.fail(id, lease.token, failure).await
+                        }
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "completion not recorded");
+                            Ending::Lost
+                        }
+                        Err(_) => Ending::Lost,
                     }
                 }
-                Some(Err(e)) => {
+                Outcome::Done(Err(e)) => {
                     warn!(error = %e, retryable = e.retryable, "execution failed");
                     let failure = Failure { error: e.message.clone(), retryable: e.retryable, usage: e.usage };
-                    self.with_retries("fail", || self.tasks.fail(id, lease.token, failure.clone())).await;
-                    Ending::Failed
+                    self.fail(id, lease.token, failure).await
                 }
             }
         }
@@ -341,45 +468,119 @@ impl Worker {
         .await
     }
 
+    /// Records a failed attempt (the message cleaned so the store accepts it).
+    async fn fail(&self, id: TaskId, token: FencingToken, mut failure: Failure) -> Ending {
+        failure.error = clean_error(&failure.error);
+        match self.with_retries("fail", || self.tasks.fail(id, token, failure.clone())).await {
+            Some(_) => Ending::Failed,
+            None => Ending::Lost,
+        }
+    }
+
+    /// Writes completions in batches: whatever is waiting goes in one `complete_many` call
+    /// (while one call is in flight the next batch gathers), each runner gets its own result.
+    async fn complete_batches(self, mut rx: mpsc::UnboundedReceiver<Pending>) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(COMPLETION_BATCH);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < COMPLETION_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let items: Vec<(TaskId, FencingToken, Completion)> =
+                batch.iter().map(|(id, token, c, _)| (*id, *token, c.clone())).collect();
+            let results = self.with_retries_err("complete", || self.tasks.complete_many(items.clone())).await;
+            match results {
+                Ok(results) if results.len() == batch.len() => {
+                    for ((.., reply), r) in batch.drain(..).zip(results) {
+                        let _ = reply.send(r);
+                    }
+                }
+                Ok(results) => {
+                    warn!(expected = batch.len(), got = results.len(), "complete_many answered the wrong count");
+                    batch.clear();
+                }
+                Err(e) => {
+                    for (id, token, .., reply) in batch.drain(..) {
+                        let _ = reply.send(Err(match &e {
+                            StoreError::InvalidInput(m) => StoreError::InvalidInput(m.clone()),
+                            _ => StoreError::StaleLease { task: id, presented: token },
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
     /// Retries a store write while it fails with a retryable error (bounded); gives up on
     /// anything else (a stale lease means another holder owns the task now).
-    async fn with_retries<T, F, Fut>(&self, what: &str, mut op: F) -> Option<T>
+    async fn with_retries<T, F, Fut>(&self, what: &str, op: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        self.with_retries_err(what, op).await.ok()
+    }
+
+    async fn with_retries_err<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         let mut delay = Duration::from_millis(100);
-        for _ in 0..8 {
+        let mut tries = 0;
+        loop {
+            tries += 1;
             match op().await {
-                Ok(v) => return Some(v),
-                Err(e) if e.is_retryable() => {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && tries < 8 => {
                     warn!(error = %e, what, ?delay, "store unavailable; retrying");
                     self.clock.sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
                     warn!(error = %e, what, "store refused");
-                    return None;
+                    return Err(e);
                 }
             }
         }
-        None
     }
 
-    fn spawn_renewer(&self, id: TaskId, lease: Lease, lost: CancellationToken) -> tokio::task::JoinHandle<()> {
+    /// One renewal call per period for every lease the worker holds; a lease the store no
+    /// longer recognizes cancels its execution.
+    fn spawn_renewer(&self, held: Held, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         let (tasks, clock, every, ttl) =
             (self.tasks.clone(), self.clock.clone(), self.config.renew_every, self.config.lease_ttl);
         tokio::spawn(async move {
             loop {
-                clock.sleep(every).await;
-                match tasks.renew_lease(id, lease.token, ttl).await {
-                    Ok(_) => {}
-                    Err(e) if e.is_retryable() => warn!(error = %e, "lease renewal failed; will retry"),
-                    Err(e) => {
-                        warn!(error = %e, "lease lost");
-                        lost.cancel();
-                        return;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = clock.sleep(every) => {}
+                }
+                let leases: Vec<(TaskId, FencingToken)> = held.lock().iter().map(|(id, (t, _))| (*id, *t)).collect();
+                if leases.is_empty() {
+                    continue;
+                }
+                match tasks.renew_leases(&leases, ttl).await {
+                    Ok(results) => {
+                        for ((id, _), r) in leases.iter().zip(results) {
+                            match r {
+                                Ok(_) => {}
+                                Err(e) if e.is_retryable() => {
+                                    warn!(task = %id, error = %e, "lease renewal failed; will retry")
+                                }
+                                Err(e) => {
+                                    warn!(task = %id, error = %e, "lease lost");
+                                    if let Some((_, lost)) = held.lock().remove(id) {
+                                        lost.cancel();
+                                    }
+                                }
+                            }
+                        }
                     }
+                    Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
                 }
             }
         })
@@ -427,6 +628,32 @@ impl Worker {
     }
 }
 
+/// Why an attempt ran out of time.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// The task's `timeout` elapsed.
+    Timeout(Duration),
+    /// The task's `deadline` passed.
+    Deadline(DateTime<Utc>),
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Timeout(t) => write!(f, "timed out after {t:?}"),
+            Limit::Deadline(d) => write!(f, "deadline {d} passed"),
+        }
+    }
+}
+
+/// How an execution ended.
+enum Outcome {
+    Done(Result<TaskOutput, ExecError>),
+    Lost,
+    OutOfTime(Limit),
+    Stopped,
+}
+
 fn tally(stats: &mut WorkerStats, done: Result<Ending, tokio::task::JoinError>) {
     match done {
         Ok(Ending::Completed) => stats.completed += 1,
@@ -440,30 +667,11 @@ fn tally(stats: &mut WorkerStats, done: Result<Ending, tokio::task::JoinError>) 
     }
 }
 
-/// Waits for an event that may mean new claimable work; `None` when there is no stream.
-async fn next_wake(wake: &mut Option<omoi_core::EventStream>) -> Option<()> {
-    let stream = wake.as_mut()?;
-    loop {
-        match stream.next().await {
-            Some(Ok(e)) => match e.event {
-                Event::TaskCreated { .. }
-                | Event::TaskReady { .. }
-                | Event::TaskRetryScheduled { .. }
-                | Event::TaskReleased { .. }
-                | Event::TaskLeaseExpired { .. }
-                | Event::TaskRedriven { .. }
-                | Event::TaskCompleted { .. } => return Some(()),
-                _ => continue,
-            },
-            Some(Err(e)) => {
-                warn!(error = %e, "event stream failed; polling only");
-                *wake = None;
-                return None;
-            }
-            None => {
-                *wake = None;
-                return None;
-            }
-        }
+/// Waits for a wake-up. `false` when the stream ended (the caller subscribes again later);
+/// never resolves without a stream.
+async fn next_wake(wake: &mut Option<WakeStream>) -> bool {
+    match wake.as_mut() {
+        Some(stream) => stream.next().await.is_some(),
+        None => std::future::pending().await,
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use omoi_core::config::QueueConfig;
 use omoi_core::{
-    AgentStatus, AgentStore, BackoffPolicy, NewTask, SystemClock, Task, TaskFilter, TaskId, TaskState, TaskStore,
+    AgentId, AgentStatus, AgentStore, BackoffPolicy, ClaimRequest, ClaimedTask, Completion, FailOutcome, Failure,
+    FencingToken, Lease, NewTask, SpecId, StoreError, SystemClock, Task, TaskCounts, TaskFilter, TaskId, TaskState,
+    TaskStore,
 };
 use omoi_exec::worker::{ExecContext, ExecError, TaskExecutor, TaskOutput, Worker, WorkerConfig};
 use omoi_store::InMemoryStore;
@@ -31,6 +33,11 @@ impl TaskExecutor for Recorder {
                 Err(ExecError::retryable("cancelled"))
             }
             t if t.starts_with("flaky") => Err(ExecError::retryable("flaky dependency")),
+            t if t.starts_with("huge") => Ok(TaskOutput {
+                result: json!("x".repeat(omoi_core::task::MAX_TASK_PAYLOAD_BYTES + 1)),
+                ..TaskOutput::default()
+            }),
+            t if t.starts_with("nul") => Err(ExecError::permanent("output had a \0 byte")),
             _ => {
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 Ok(TaskOutput { result: json!({"by": ctx.agent_id.to_string()}), ..TaskOutput::default() })
@@ -249,4 +256,178 @@ async fn workers_register_as_agents_and_heartbeat() {
     stop.cancel();
     h.await.unwrap().unwrap();
     assert_eq!(store.get_agent(id).await.unwrap().status, AgentStatus::Terminated);
+}
+
+/// Runs one worker over `store` until `done` holds for the tasks, then stops it.
+async fn run_until(
+    store: &InMemoryStore,
+    exec: Arc<dyn TaskExecutor>,
+    tasks: Arc<dyn TaskStore>,
+    cfg: WorkerConfig,
+    done: impl FnMut(&[Task]) -> bool,
+) -> omoi_exec::worker::WorkerStats {
+    let w = Worker::new(tasks, Arc::new(store.clone()), exec, Arc::new(SystemClock), cfg);
+    let stop = CancellationToken::new();
+    let h = tokio::spawn({
+        let s = stop.clone();
+        async move { w.run(s).await }
+    });
+    wait_for(store, done).await;
+    stop.cancel();
+    h.await.unwrap().expect("the worker never exits with an error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_completion_fails_the_attempt_with_the_refusal_as_its_error() {
+    let store = InMemoryStore::new();
+    let t = NewTask::new("huge output").max_attempts(1);
+    store.insert_tasks(vec![t.clone()]).await.unwrap();
+    let stats = run_until(&store, Arc::new(Recorder::default()), Arc::new(store.clone()), config("w", 1), |ts| {
+        ts[0].state == TaskState::Failed
+    })
+    .await;
+    assert_eq!(stats.failed, 1);
+    let got = store.get_task(t.id).await.unwrap();
+    let error = got.last_error.unwrap();
+    assert!(error.starts_with("result refused by the store: result is"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_message_the_store_would_refuse_still_fails_the_attempt() {
+    let store = InMemoryStore::new();
+    let t = NewTask::new("nul in the error").max_attempts(1);
+    store.insert_tasks(vec![t.clone()]).await.unwrap();
+    run_until(&store, Arc::new(Recorder::default()), Arc::new(store.clone()), config("w", 1), |ts| {
+        ts[0].state == TaskState::Failed
+    })
+    .await;
+    assert_eq!(store.get_task(t.id).await.unwrap().last_error.as_deref(), Some("output had a \\0 byte"));
+}
+
+/// A task store whose first claims fail with a non-retryable error.
+struct FlakyClaims {
+    inner: InMemoryStore,
+    failures_left: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl TaskStore for FlakyClaims {
+    async fn insert_tasks(&self, batch: Vec<NewTask>) -> Result<Vec<TaskId>, StoreError> {
+        self.inner.insert_tasks(batch).await
+    }
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedTask>, StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Backend { backend: "test", message: "corrupt row".into(), source: None });
+        }
+        self.inner.claim(request).await
+    }
+    async fn renew_lease(&self, id: TaskId, token: FencingToken, ttl: Duration) -> Result<Lease, StoreError> {
+        self.inner.renew_lease(id, token, ttl).await
+    }
+    async fn start(&self, id: TaskId, token: FencingToken) -> Result<(), StoreError> {
+        self.inner.start(id, token).await
+    }
+    async fn complete(&self, id: TaskId, token: FencingToken, c: Completion) -> Result<Vec<TaskId>, StoreError> {
+        self.inner.complete(id, token, c).await
+    }
+    async fn fail(&self, id: TaskId, token: FencingToken, f: Failure) -> Result<FailOutcome, StoreError> {
+        self.inner.fail(id, token, f).await
+    }
+    async fn release(&self, id: TaskId, token: FencingToken) -> Result<(), StoreError> {
+        self.inner.release(id, token).await
+    }
+    async fn cancel(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
+        self.inner.cancel(id).await
+    }
+    async fn redrive(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
+        self.inner.redrive(id).await
+    }
+    async fn reclaim_expired(&self) -> Result<Vec<TaskId>, StoreError> {
+        self.inner.reclaim_expired().await
+    }
+    async fn reclaim_holder(&self, holder: AgentId) -> Result<Vec<TaskId>, StoreError> {
+        self.inner.reclaim_holder(holder).await
+    }
+    async fn get_task(&self, id: TaskId) -> Result<Task, StoreError> {
+        self.inner.get_task(id).await
+    }
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.inner.list_tasks(filter).await
+    }
+    async fn dependents(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
+        self.inner.dependents(id).await
+    }
+    async fn count_tasks(&self, spec: Option<SpecId>) -> Result<TaskCounts, StoreError> {
+        self.inner.count_tasks(spec).await
+    }
+    async fn ready_count(&self) -> Result<u64, StoreError> {
+        self.inner.ready_count().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_never_exits_on_a_claim_error() {
+    let store = InMemoryStore::new();
+    store.insert_tasks(vec![NewTask::new("a"), NewTask::new("b")]).await.unwrap();
+    let flaky = Arc::new(FlakyClaims { inner: store.clone(), failures_left: 3.into() });
+    let stats = run_until(&store, Arc::new(Recorder::default()), flaky.clone(), config("w", 2), |ts| {
+        ts.iter().all(|t| t.state == TaskState::Completed)
+    })
+    .await;
+    assert_eq!(stats.completed, 2);
+    assert_eq!(flaky.failures_left.load(std::sync::atomic::Ordering::SeqCst), 0, "the failing claims happened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_cancels_the_attempt_and_fails_it_as_retryable() {
+    let store = InMemoryStore::new();
+    let t = NewTask::new("block until cancelled").max_attempts(2).backoff(BackoffPolicy::fixed(
+        Duration::from_millis(1),
+        1.0,
+        Duration::from_millis(1),
+    ));
+    let mut t = t;
+    t.def.timeout = Some(Duration::from_millis(30));
+    store.insert_tasks(vec![t.clone()]).await.unwrap();
+    let exec = Arc::new(Recorder::default());
+    let stats =
+        run_until(&store, exec.clone(), Arc::new(store.clone()), config("w", 1), |ts| ts[0].state == TaskState::Failed)
+            .await;
+    assert_eq!(stats.failed, 2, "both attempts timed out");
+    assert_eq!(exec.runs.lock()[&t.id], 2, "retried after the first timeout");
+    assert!(store.get_task(t.id).await.unwrap().last_error.unwrap().starts_with("timed out after 30ms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_deadline_fails_the_task_permanently_without_running_it() {
+    let store = InMemoryStore::new();
+    let mut t = NewTask::new("too late").max_attempts(3);
+    t.def.deadline = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+    let mut soon = NewTask::new("block until cancelled").max_attempts(3);
+    soon.def.deadline = Some(chrono::Utc::now() + chrono::Duration::milliseconds(50));
+    store.insert_tasks(vec![t.clone(), soon.clone()]).await.unwrap();
+    let exec = Arc::new(Recorder::default());
+    run_until(&store, exec.clone(), Arc::new(store.clone()), config("w", 2), |ts| {
+        ts.iter().all(|t| t.state == TaskState::Failed)
+    })
+    .await;
+    assert!(!exec.runs.lock().contains_key(&t.id), "never executed");
+    let late = store.get_task(t.id).await.unwrap();
+    assert_eq!(late.attempts, 1, "dead-lettered at once, attempts left unused");
+    assert!(late.last_error.unwrap().contains("passed before the task started"));
+    let cut = store.get_task(soon.id).await.unwrap();
+    assert_eq!(cut.attempts, 1, "a deadline reached while running is permanent");
+    assert!(cut.last_error.unwrap().contains("deadline"));
+}
+
+#[test]
+fn graceful_stop_sets_the_grace_period() {
+    let mut cfg = omoi_core::config::OmoiConfig::default();
+    cfg.heartbeat.graceful_stop = Duration::from_millis(1234);
+    cfg.queue.claim_batch = 7;
+    cfg.queue.aging_after = Some(Duration::from_secs(99));
+    let w = WorkerConfig::from_config("w", 16, &cfg);
+    assert_eq!(w.grace_period, Duration::from_millis(1234));
+    assert_eq!((w.claim_batch, w.aging_after), (7, Some(Duration::from_secs(99))));
 }

@@ -17,3 +17,66 @@ omoi_core::spec_store_suite!(store);
 omoi_core::agent_store_suite!(store);
 omoi_core::event_store_suite!(store);
 omoi_core::memory_store_suite!(store);
+
+/// A row this adapter cannot decode (written by something else) never stops the queue.
+mod quarantine {
+    use std::time::Duration;
+
+    use omoi_core::testkit::fixtures::task;
+    use omoi_core::{ClaimRequest, TaskState, TaskStore};
+    use sqlx::Connection;
+
+    use super::*;
+
+    async fn corrupt(store: &PostgresStore, id: omoi_core::TaskId) -> sqlx::PgConnection {
+        let mut conn = sqlx::PgConnection::connect(&pg_common::url().unwrap()).await.unwrap();
+        let path = format!("SET search_path = {}, public", store.schema());
+        sqlx::query(sqlx::AssertSqlSafe(path)).execute(&mut conn).await.unwrap();
+        sqlx::query("UPDATE tasks SET def = jsonb_set(def, '{title}', '5') WHERE id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+
+    async fn raw_state(conn: &mut sqlx::PgConnection, id: omoi_core::TaskId) -> (String, String) {
+        sqlx::query_as("SELECT state, coalesce(last_error, '') FROM tasks WHERE id = $1")
+            .bind(id.as_uuid())
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreadable_row_is_dead_lettered_and_never_stops_a_claim_or_the_sweep() {
+        let clock = ManualClock::new();
+        let Some(store) = pg_common::store(clock.clone(), 3).await else { return };
+        let (bad, good) = (task("bad"), task("good"));
+        let dependent = task("after bad").depends_on([bad.id]);
+        store.insert_tasks(vec![bad.clone(), good.clone(), dependent.clone()]).await.unwrap();
+        let mut conn = corrupt(&store, bad.id).await;
+        let req = ClaimRequest::new(omoi_core::AgentId::new(), 10, Duration::from_secs(30));
+        let claimed = store.claim(&req).await.expect("the claim succeeds");
+        assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), vec![good.id]);
+        let (state, error) = raw_state(&mut conn, bad.id).await;
+        assert_eq!(state, "failed");
+        assert!(error.starts_with("quarantined: the stored row cannot be read"), "{error}");
+        assert_eq!(store.get_task(dependent.id).await.unwrap().state, TaskState::Blocked);
+
+        // The sweep: a leased row goes bad, its lease lapses, the sweep still takes back the rest.
+        let (leased_bad, leased_good) = (task("leased bad"), task("leased good"));
+        store.insert_tasks(vec![leased_bad.clone(), leased_good.clone()]).await.unwrap();
+        assert_eq!(store.claim(&req).await.unwrap().len(), 2);
+        corrupt(&store, leased_bad.id).await;
+        clock.advance(Duration::from_secs(31));
+        let mut swept = store.reclaim_expired().await.expect("the sweep succeeds");
+        swept.sort();
+        let mut expected = vec![good.id, leased_bad.id, leased_good.id];
+        expected.sort();
+        assert_eq!(swept, expected);
+        assert_eq!(raw_state(&mut conn, leased_bad.id).await.0, "failed");
+        assert_eq!(store.get_task(leased_good.id).await.unwrap().state, TaskState::Ready);
+        store.drop_schema().await.unwrap();
+    }
+}

@@ -157,3 +157,65 @@ mod file {
         assert!(matches!(err, StoreError::DimensionMismatch { expected: 4, got: 8 }), "{err}");
     }
 }
+
+/// A row this adapter cannot decode (written by something else) never stops the queue.
+mod quarantine {
+    use std::time::Duration;
+
+    use omoi_core::testkit::fixtures::task;
+    use omoi_core::{ClaimRequest, TaskId, TaskState, TaskStore};
+    use sqlx::Connection;
+
+    use super::*;
+
+    async fn raw(store: &SqliteStore) -> sqlx::SqliteConnection {
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", store.path().display())).await.unwrap()
+    }
+
+    async fn corrupt(conn: &mut sqlx::SqliteConnection, id: TaskId) {
+        sqlx::query("UPDATE tasks SET def = '{\"title\": 5}' WHERE id = ?1")
+            .bind(id.to_string())
+            .execute(conn)
+            .await
+            .unwrap();
+    }
+
+    async fn raw_state(conn: &mut sqlx::SqliteConnection, id: TaskId) -> (String, String) {
+        sqlx::query_as("SELECT state, coalesce(last_error, '') FROM tasks WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreadable_row_is_dead_lettered_and_never_stops_a_claim_or_the_sweep() {
+        let clock = ManualClock::new();
+        let store = open(clock.clone(), None).await;
+        let mut conn = raw(&store).await;
+        let (bad, good) = (task("bad"), task("good"));
+        let dependent = task("after bad").depends_on([bad.id]);
+        store.insert_tasks(vec![bad.clone(), good.clone(), dependent.clone()]).await.unwrap();
+        corrupt(&mut conn, bad.id).await;
+        let req = ClaimRequest::new(omoi_core::AgentId::new(), 10, Duration::from_secs(30));
+        let claimed = store.claim(&req).await.expect("the claim succeeds");
+        assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), vec![good.id]);
+        let (state, error) = raw_state(&mut conn, bad.id).await;
+        assert_eq!(state, "failed");
+        assert!(error.starts_with("quarantined: the stored row cannot be read"), "{error}");
+        assert_eq!(store.get_task(dependent.id).await.unwrap().state, TaskState::Blocked);
+
+        let (leased_bad, leased_good) = (task("leased bad"), task("leased good"));
+        store.insert_tasks(vec![leased_bad.clone(), leased_good.clone()]).await.unwrap();
+        assert_eq!(store.claim(&req).await.unwrap().len(), 2);
+        corrupt(&mut conn, leased_bad.id).await;
+        clock.advance(Duration::from_secs(31));
+        let mut swept = store.reclaim_expired().await.expect("the sweep succeeds");
+        swept.sort();
+        let mut expected = vec![good.id, leased_bad.id, leased_good.id];
+        expected.sort();
+        assert_eq!(swept, expected);
+        assert_eq!(raw_state(&mut conn, leased_bad.id).await.0, "failed");
+        assert_eq!(store.get_task(leased_good.id).await.unwrap().state, TaskState::Ready);
+    }
+}

@@ -79,8 +79,20 @@ impl Default for TaskDefinition {
 impl TaskDefinition {
     /// Checks the definition; the message says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
+        use crate::validate::{self, MAX_DESCRIPTION_BYTES, MAX_LABEL_BYTES, MAX_TITLE_BYTES};
         if self.title.trim().is_empty() {
             return Err("title is empty".into());
+        }
+        validate::text("title", &self.title, MAX_TITLE_BYTES)?;
+        validate::text("description", &self.description, MAX_DESCRIPTION_BYTES)?;
+        validate::labels("acceptance_criteria", &self.acceptance_criteria)?;
+        validate::labels("capabilities", &self.capabilities)?;
+        validate::labels("owned_files", &self.owned_files)?;
+        if let Some(k) = &self.dedup_key {
+            validate::text("dedup_key", k, MAX_LABEL_BYTES)?;
+        }
+        if let Some(c) = &self.concurrency {
+            validate::text("concurrency key", &c.key, MAX_LABEL_BYTES)?;
         }
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
@@ -104,13 +116,10 @@ impl TaskDefinition {
     }
 }
 
-/// Rejects a JSON payload larger than [`MAX_TASK_PAYLOAD_BYTES`].
+/// Rejects a JSON payload larger than [`MAX_TASK_PAYLOAD_BYTES`], nested too deep or holding a
+/// NUL character ([`validate::payload`](crate::validate::payload)).
 pub fn check_payload(what: &str, value: &Value) -> Result<(), String> {
-    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size > MAX_TASK_PAYLOAD_BYTES {
-        return Err(format!("{what} is {size} bytes, over the {MAX_TASK_PAYLOAD_BYTES}-byte limit"));
-    }
-    Ok(())
+    crate::validate::payload(what, value)
 }
 
 /// Where a task comes from.

@@ -9,6 +9,9 @@ use crate::event::{Cursor, Event, StoredEvent};
 /// A live event stream: every event after the starting cursor, then new ones as they are written.
 pub type EventStream = BoxStream<'static, Result<StoredEvent, StoreError>>;
 
+/// Wake-ups: an item after new events may have been appended (see [`EventStore::wake_ups`]).
+pub type WakeStream = BoxStream<'static, ()>;
+
 /// The event log.
 #[async_trait]
 pub trait EventStore: Send + Sync {
@@ -25,4 +28,15 @@ pub trait EventStore: Send + Sync {
 
     /// The cursor of the latest event ([`Cursor::START`] if none).
     async fn last_cursor(&self) -> Result<Cursor, StoreError>;
+
+    /// An item soon after new events were appended, for waiters that only need to know that
+    /// something happened (a worker waiting for claimable work): items may be coalesced (one
+    /// for many events) or spurious, and adapters need not read or decode events for them. The
+    /// stream recovers from lost connections by itself; it ends only if the store is gone.
+    /// Default: one item per event of [`subscribe`](Self::subscribe) from the current end.
+    async fn wake_ups(&self) -> Result<WakeStream, StoreError> {
+        use futures::StreamExt;
+        let from = self.last_cursor().await?;
+        Ok(self.subscribe(from).await?.map(|_| ()).boxed())
+    }
 }

@@ -25,12 +25,32 @@ pub struct ClaimRequest {
     /// Lease duration.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
+    /// Also marks the claimed tasks `Running` (`Claimed → Running`, event `task.started` after
+    /// `task.claimed`) in the same step, saving the separate [`TaskStore::start`] call.
+    #[serde(default)]
+    pub start: bool,
+    /// A ready task that has waited longer than this (since its `run_at`) is ordered one
+    /// priority level higher (`queue.aging_after`; [`queue::aged_band`](crate::queue::aged_band)).
+    #[serde(default, with = "humantime_serde")]
+    pub aging_after: Option<Duration>,
 }
 
 impl ClaimRequest {
     /// A request for up to `limit` tasks with a lease of `lease_ttl`, without capabilities.
     pub fn new(holder: AgentId, limit: usize, lease_ttl: Duration) -> Self {
-        Self { holder, capabilities: Vec::new(), limit, lease_ttl }
+        Self { holder, capabilities: Vec::new(), limit, lease_ttl, start: false, aging_after: None }
+    }
+
+    /// The same request, ordering tasks that waited longer than `after` one level higher.
+    pub fn aging_after(mut self, after: Option<Duration>) -> Self {
+        self.aging_after = after;
+        self
+    }
+
+    /// The same request, marking the claimed tasks `Running` at once.
+    pub fn and_start(mut self) -> Self {
+        self.start = true;
+        self
     }
 
     /// The same request offering `caps`.
@@ -43,7 +63,7 @@ impl ClaimRequest {
 /// A claimed task and its lease.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedTask {
-    /// The task as of the claim (state `Claimed`).
+    /// The task as of the claim (state `Claimed`, or `Running` with [`ClaimRequest::start`]).
     pub task: Task,
     /// The lease to present on every later call.
     pub lease: Lease,
@@ -147,6 +167,23 @@ pub trait TaskStore: Send + Sync {
 
     /// Extends a lease to `now + ttl`. Fails with `StaleLease` if the token is not current.
     async fn renew_lease(&self, id: TaskId, token: FencingToken, ttl: Duration) -> Result<Lease, StoreError>;
+
+    /// Extends several leases to `now + ttl` in one step; one result per item, in order
+    /// (`StaleLease` for a token that is not current, `NotFound` for an unknown task).
+    async fn renew_leases(
+        &self,
+        leases: &[(TaskId, FencingToken)],
+        ttl: Duration,
+    ) -> Result<Vec<Result<Lease, StoreError>>, StoreError> {
+        let mut out = Vec::with_capacity(leases.len());
+        for &(id, token) in leases {
+            match self.renew_lease(id, token, ttl).await {
+                Err(e) if e.is_retryable() => return Err(e),
+                r => out.push(r),
+            }
+        }
+        Ok(out)
+    }
 
     /// Marks a claimed task `Running` (fenced).
     async fn start(&self, id: TaskId, token: FencingToken) -> Result<(), StoreError>;

@@ -62,6 +62,9 @@ macro_rules! task_store_suite {
                 list_and_count_filter_by_state_and_spec,
                 oversized_result_is_rejected_and_the_lease_is_kept,
                 complete_many_reports_each_item,
+                hostile_text_and_json_are_refused_up_front_or_read_back_exactly,
+                claim_and_start_marks_tasks_running_in_one_step,
+                renew_leases_reports_each_lease,
             ]
         );
     };

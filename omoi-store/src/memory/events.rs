@@ -21,6 +21,7 @@ fn after(state: &State, cursor: Cursor, limit: usize) -> Vec<StoredEvent> {
 #[async_trait]
 impl EventStore for InMemoryStore {
     async fn append_events(&self, events: Vec<Event>) -> Result<Vec<Cursor>, StoreError> {
+        omoi_core::queue::check_events(&events)?;
         Ok(self.write(|state, now| events.into_iter().map(|e| state.emit(now, e)).collect()))
     }
 

@@ -177,7 +177,7 @@ impl Tasks {
                     expires_at: add_duration(now, req.lease_ttl),
                 };
                 row.task.lease = Some(lease);
-                row.task.state = TaskState::Claimed;
+                row.task.state = if req.start { TaskState::Running } else { TaskState::Claimed };
                 row.task.updated_at = now;
                 self.leased.insert((lease.expires_at, id));
                 if let Some(c) = &row.task.def.concurrency {
@@ -189,6 +189,9 @@ impl Tasks {
                     token: lease.token,
                     attempt: row.task.attempts,
                 });
+                if req.start {
+                    events.push(Event::TaskStarted { task_id: id, holder: req.holder });
+                }
                 ClaimedTask { task: row.task.clone(), lease }
             })
             .collect()
@@ -424,6 +427,7 @@ impl TaskStore for InMemoryStore {
     }
 
     async fn fail(&self, id: TaskId, token: FencingToken, failure: Failure) -> Result<FailOutcome, StoreError> {
+        omoi_core::queue::check_failure(&failure)?;
         self.tasks_write(|tasks, now, events| {
             tasks.fenced(id, token)?;
             tasks.lose_attempt(id, AttemptLoss::Failed(failure), now, events)

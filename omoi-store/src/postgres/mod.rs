@@ -6,6 +6,7 @@ mod agents;
 mod error;
 mod events;
 mod memories;
+mod notify;
 mod rows;
 mod specs;
 mod tasks;
@@ -69,19 +70,23 @@ pub(crate) const POLL_BACKSTOP: Duration = Duration::from_millis(500);
 /// lapse, or at once with [`reclaim_holder`](omoi_core::TaskStore::reclaim_holder) for the
 /// claiming agent.
 ///
-/// # Event cursors: commit order equals cursor order
+/// # Event cursors: a reader never skips an event, and writers share no lock
 ///
 /// A reader that has seen cursor *n* must never later find an event below *n*. With a plain
 /// sequence that fails: transaction A takes cursor 5, B takes 6 and commits first, a reader
-/// sees 6 and moves past 5 before A commits. Here every event-writing transaction assigns its
-/// cursors with `UPDATE event_counter SET last_cursor = last_cursor + n RETURNING …` (in
-/// `omoi_emit`), as its last statement before commit. The counter row stays locked until that
-/// transaction ends, so the next writer gets its cursors only after the previous one committed
-/// (or rolled back, giving its numbers back: cursors are gap-free). The lock is held for one
-/// statement and the commit, which Postgres already serializes for notifying transactions
-/// (`NOTIFY` takes a database-wide lock at commit), so it costs little extra. `pg_notify` in the
-/// same transaction wakes subscribers (`LISTEN` on a dedicated connection per subscription);
-/// they also poll every 500 ms in case a notification is lost with a connection.
+/// sees 6 and moves past 5 before A commits. Here a cursor is the writing transaction's id
+/// (`pg_current_xact_id()`) shifted left by 24 bits plus the event's ordinal in that
+/// transaction (`omoi_emit`), and a read returns only cursors below `omoi_visible_bound()`: the
+/// oldest transaction id still in flight (`pg_snapshot_xmin` of the reading statement's own
+/// snapshot), shifted the same way. Every transaction that can still commit has an id at or
+/// above that bound, so everything it writes sorts above every cursor already handed out. No
+/// row is shared between writers (0001 had every event-writing transaction update one counter
+/// row, which serialized all of them behind each other's commit and WAL flush); the price is
+/// that a long transaction anywhere in the cluster holds readers back until it ends, and that
+/// cursors increase with gaps. Wake-ups are sent after commit, coalesced, by one announcer per
+/// schema and process (`NOTIFY` inside the writers would take Postgres' database-wide notify
+/// lock through their commits); subscribers `LISTEN` on a connection of their own, reconnect
+/// when it drops, and poll every 500 ms as a backstop (`DESIGN-NOTES.md`, note 11).
 ///
 /// # Time, errors, schemas
 ///
@@ -122,6 +127,8 @@ struct Inner {
     dims: AtomicUsize,
     /// The URL with its password redacted, for messages.
     url: String,
+    /// This schema's announcer of new events (set after migrations, which create its function).
+    announcer: std::sync::OnceLock<Arc<notify::Announcer>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -236,9 +243,15 @@ impl PostgresStoreBuilder {
                 schema: self.schema,
                 dims: AtomicUsize::new(0),
                 url,
+                announcer: std::sync::OnceLock::new(),
             }),
         };
         store.bootstrap().await?;
+        let key: String = sqlx::query_scalar("SELECT current_database() || '.' || current_schema()")
+            .fetch_one(store.pool())
+            .await
+            .map_err(db)?;
+        let _ = store.inner.announcer.set(notify::announcer(&key, store.pool(), &store.inner.channel));
         if let Some(d) = self.dims {
             store.fix_dimensions(d).await?;
         } else {
@@ -290,8 +303,16 @@ impl PostgresStore {
         if self.inner.schema == "public" {
             return Err(StoreError::InvalidInput("refusing to drop schema public".into()));
         }
+        let key: Option<String> = sqlx::query_scalar("SELECT current_database() || '.' || current_schema()")
+            .fetch_optional(&self.inner.pool)
+            .await
+            .ok()
+            .flatten();
         let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.inner.schema);
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&self.inner.pool).await.map_err(db)?;
+        if let Some(k) = key {
+            notify::forget(&k);
+        }
         self.inner.pool.close().await;
         Ok(())
     }
@@ -345,8 +366,8 @@ impl PostgresStore {
     }
 }
 
-/// Appends `events` at `at` inside `tx` (see the module docs on cursor order). Call it as the
-/// last statement before commit: it holds the event counter's row lock until the commit.
+/// Appends `events` at `at` inside `tx` (see [`PostgresStore`] on cursor order) and has
+/// subscribers woken once the transaction ended. Returns the last event's cursor.
 async fn emit(
     tx: &mut Transaction<'static, Postgres>,
     at: DateTime<Utc>,
@@ -356,7 +377,19 @@ async fn emit(
         return Ok(None);
     }
     let json = serde_json::to_value(events).map_err(|e| StoreError::InvalidInput(format!("event: {e}")))?;
-    let last: Option<i64> =
-        sqlx::query_scalar("SELECT omoi_emit($1, $2)").bind(at).bind(json).fetch_one(&mut **tx).await.map_err(db)?;
-    Ok(last.map(|l| l as u64))
+    for v in json.as_array().into_iter().flatten() {
+        omoi_core::validate::json_shape("event", v).map_err(StoreError::InvalidInput)?;
+    }
+    let (last, key): (Option<i64>, String) =
+        sqlx::query_as("SELECT omoi_emit($1, $2), current_database() || '.' || current_schema()")
+            .bind(at)
+            .bind(json)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
+    let last = last.map(|l| u64::try_from(l).unwrap_or(0));
+    if let Some(l) = last {
+        notify::emitted(&key, l);
+    }
+    Ok(last)
 }

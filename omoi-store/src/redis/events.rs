@@ -126,6 +126,7 @@ impl EventStore for RedisStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        omoi_core::queue::check_events(&events)?;
         let keys = &self.inner.keys;
         let mut inv = APPEND.prepare_invoke();
         inv.key(keys.events()).key(keys.events_seq()).arg(self.now().timestamp_micros());

@@ -46,6 +46,7 @@ impl EventStore for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        omoi_core::queue::check_events(&events)?;
         let mut w = self.begin().await?;
         for e in events {
             w.emit(e);

@@ -257,7 +257,11 @@ const MORE_CANDIDATES: &str = "SELECT id, band, run_at, conc_key, conc_limit FRO
      ORDER BY band, run_at, id LIMIT ?3";
 
 async fn claim(w: &mut Write, req: &ClaimRequest) -> Result<Vec<ClaimedTask>, StoreError> {
-    let claimed = TaskState::Ready.apply(TaskEvent::Claim).map_err(|e| StoreError::transition("task", "queue", e))?;
+    let mut claimed =
+        TaskState::Ready.apply(TaskEvent::Claim).map_err(|e| StoreError::transition("task", "queue", e))?;
+    if req.start {
+        claimed = claimed.apply(TaskEvent::Start).map_err(|e| StoreError::transition("task", "queue", e))?;
+    }
     let caps = json(&req.capabilities)?;
     let now = us(w.now);
     let page = i64::try_from(req.limit.clamp(16, 1024)).unwrap_or(1024);
@@ -323,12 +327,25 @@ async fn claim(w: &mut Write, req: &ClaimRequest) -> Result<Vec<ClaimedTask>, St
     .await
     .map_err(db)?;
     let mut by_id: HashMap<String, Task> = HashMap::with_capacity(rows.len());
+    let mut quarantined = Vec::new();
     for r in &rows {
-        let row = decode(r)?;
-        by_id.insert(row.task.id.to_string(), row.task);
+        match decode(r) {
+            Ok(row) => {
+                by_id.insert(row.task.id.to_string(), row.task);
+            }
+            // One unreadable row never fails the claim: it is dead-lettered in this transaction.
+            Err(e) => {
+                let id: String = get(r, "id")?;
+                quarantine(w, &id, &e.to_string()).await?;
+                quarantined.push(id);
+            }
+        }
     }
     let mut out = Vec::with_capacity(chosen.len());
     for id in chosen {
+        if quarantined.contains(&id) {
+            continue;
+        }
         let task = by_id.remove(&id).ok_or_else(|| corrupt("claim", format!("task {id} vanished while claimed")))?;
         let lease = task.lease.ok_or_else(|| corrupt("claim", format!("task {id} has no lease after claim")))?;
         w.emit(Event::TaskClaimed {
@@ -337,6 +354,9 @@ async fn claim(w: &mut Write, req: &ClaimRequest) -> Result<Vec<ClaimedTask>, St
             token: lease.token,
             attempt: task.attempts,
         });
+        if req.start {
+            w.emit(Event::TaskStarted { task_id: task.id, holder: lease.holder });
+        }
         out.push(ClaimedTask { task, lease });
     }
     Ok(out)
@@ -527,13 +547,47 @@ async fn unblock_dependents(w: &mut Write, root: TaskId) -> Result<Vec<TaskId>, 
     Ok(unblocked)
 }
 
-/// Takes back the leases of `ids` as lost attempts.
+/// Takes back the leases of `ids` as lost attempts; unreadable rows are quarantined.
 async fn reclaim(w: &mut Write, ids: Vec<TaskId>) -> Result<Vec<TaskId>, StoreError> {
     for &id in &ids {
-        let row = load(w.conn(), id).await?;
-        lose_attempt(w, row, AttemptLoss::LeaseLost).await?;
+        let raw = sqlx::query(concat!("SELECT ", task_cols!(), " FROM tasks WHERE id = ?1"))
+            .bind(id.to_string())
+            .fetch_optional(w.conn())
+            .await
+            .map_err(db)?;
+        let Some(raw) = raw else { continue };
+        match decode(&raw) {
+            Ok(row) => {
+                lose_attempt(w, row, AttemptLoss::LeaseLost).await?;
+            }
+            Err(e) => quarantine(w, &id.to_string(), &e.to_string()).await?,
+        }
     }
     Ok(ids)
+}
+
+/// Dead-letters a row that cannot be decoded (written by something other than this adapter),
+/// with `reason` as its error, and blocks its dependents: one bad row never stops a claim or a
+/// sweep. Touches only columns that need no decoding.
+async fn quarantine(w: &mut Write, id: &str, reason: &str) -> Result<(), StoreError> {
+    let error = omoi_core::validate::clean_error(&format!("quarantined: the stored row cannot be read: {reason}"));
+    tracing::warn!(task = %id, %error, "quarantining an unreadable task row");
+    let attempts: Option<i64> = sqlx::query_scalar(
+        "UPDATE tasks SET state = 'failed', lease_holder = NULL, lease_token = NULL, lease_expires = NULL, \
+         last_error = ?2, updated_at = ?3 WHERE id = ?1 RETURNING attempts",
+    )
+    .bind(id)
+    .bind(&error)
+    .bind(us(w.now))
+    .fetch_optional(w.conn())
+    .await
+    .map_err(db)?;
+    let (Some(attempts), Ok(task_id)) = (attempts, super::codec::parse::<TaskId>("task id", id)) else {
+        return Ok(());
+    };
+    w.emit(Event::TaskFailed { task_id, attempts: u32::try_from(attempts).unwrap_or(0), error });
+    block_dependents(w, task_id).await?;
+    Ok(())
 }
 
 fn parse_ids(rows: Vec<String>) -> Result<Vec<TaskId>, StoreError> {
@@ -620,6 +674,7 @@ impl TaskStore for SqliteStore {
 
     #[tracing::instrument(level = "debug", name = "sqlite.fail", skip(self, failure))]
     async fn fail(&self, id: TaskId, token: FencingToken, failure: Failure) -> Result<FailOutcome, StoreError> {
+        queue::check_failure(&failure)?;
         let mut w = self.begin().await?;
         let row = load(w.conn(), id).await?;
         fenced(&row, token)?;

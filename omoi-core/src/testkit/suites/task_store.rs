@@ -647,3 +647,136 @@ pub async fn complete_many_reports_each_item(h: Harness) {
     assert_eq!(h.state(c[1].task.id).await, TaskState::Claimed);
     assert_eq!(h.state(c[2].task.id).await, TaskState::Completed);
 }
+
+/// Arbitrary JSON: scalars (with NUL characters and odd Unicode in strings and keys), shallow
+/// trees, and values wrapped up to 80 levels deep (past [`MAX_JSON_DEPTH`](crate::validate::MAX_JSON_DEPTH)).
+fn arb_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::Value;
+    let text = prop_oneof![any::<String>(), "[a-c\u{0}é😀 ]{0,12}"];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e15f64..1e15).prop_map(Value::from),
+        text.clone().prop_map(Value::String),
+    ];
+    let tree = leaf.prop_recursive(4, 24, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(text.clone(), inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    (tree, 0..80usize, any::<bool>()).prop_map(|(mut v, depth, arrays)| {
+        for _ in 0..depth {
+            v = if arrays { Value::Array(vec![v]) } else { Value::Object([("k".to_owned(), v)].into_iter().collect()) };
+        }
+        v
+    })
+}
+
+/// Whatever text and JSON a caller sends, each store either refuses it up front with
+/// `InvalidInput` (exactly when the core validation does) or reads it back exactly: titles,
+/// inputs, results and failure messages (a property test, the same cases on every store).
+pub async fn hostile_text_and_json_are_refused_up_front_or_read_back_exactly(h: Harness) {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let text = prop_oneof![any::<String>(), "[ a\u{0}é]{0,6}", Just("x".repeat(crate::validate::MAX_TITLE_BYTES + 1))];
+    let cases = (text.clone(), arb_json(), arb_json(), text);
+    let mut runner = TestRunner::deterministic();
+    let (mut stored, mut refused) = (0, 0);
+    for _ in 0..40 {
+        let (title, input, result, error) = cases.new_tree(&mut runner).expect("case").current();
+        let t = NewTask::new(title).input(input).max_attempts(1);
+        let valid = t.def.validate();
+        match h.tasks.insert_tasks(vec![t.clone()]).await {
+            Err(StoreError::InvalidInput(m)) => {
+                assert!(valid.is_err(), "refused what core accepts: {m}");
+                refused += 1;
+                continue;
+            }
+            Err(e) => panic!("insert failed with an untyped error: {e}"),
+            Ok(_) => assert!(valid.is_ok(), "accepted what core refuses: {valid:?}"),
+        }
+        stored += 1;
+        assert_eq!(h.tasks.get_task(t.id).await.expect("read back").def, t.def, "definition read back exactly");
+        let c = h.claim(1).await.remove(0);
+        assert_eq!(c.task.def, t.def, "claim reads the definition back");
+        let payload_ok = crate::task::check_payload("result", &result).is_ok();
+        match h
+            .tasks
+            .complete(t.id, c.lease.token, Completion { result: result.clone(), ..Completion::default() })
+            .await
+        {
+            Ok(_) => {
+                assert!(payload_ok, "accepted a result core refuses");
+                assert_eq!(h.tasks.get_task(t.id).await.unwrap().result, Some(result), "result read back exactly");
+                continue;
+            }
+            Err(StoreError::InvalidInput(_)) => assert!(!payload_ok, "refused a result core accepts"),
+            Err(e) => panic!("complete failed with an untyped error: {e}"),
+        }
+        let failure_ok = crate::queue::check_failure(&Failure::permanent(error.clone())).is_ok();
+        match h.tasks.fail(t.id, c.lease.token, Failure::permanent(error.clone())).await {
+            Ok(_) => {
+                assert!(failure_ok);
+                assert_eq!(h.tasks.get_task(t.id).await.unwrap().last_error, Some(error), "error read back exactly");
+            }
+            Err(StoreError::InvalidInput(_)) => {
+                assert!(!failure_ok, "refused a failure core accepts");
+                let clean = crate::validate::clean_error(&error);
+                h.tasks.fail(t.id, c.lease.token, Failure::permanent(clean.clone())).await.expect("a cleaned error");
+                assert_eq!(h.tasks.get_task(t.id).await.unwrap().last_error, Some(clean));
+            }
+            Err(e) => panic!("fail failed with an untyped error: {e}"),
+        }
+        assert_eq!(h.state(t.id).await, TaskState::Failed);
+    }
+    assert!(stored > 5 && refused > 5, "both kinds of cases ran: {stored} stored, {refused} refused");
+    let hostile = Event::MonitorIntervention { agent_id: AgentId::new(), severity: "x".into(), message: "a\0b".into() };
+    assert!(matches!(h.events.append_events(vec![hostile]).await, Err(StoreError::InvalidInput(_))));
+}
+
+/// A claim with `start` leases and marks running in one step: `task.claimed` then `task.started`.
+pub async fn claim_and_start_marks_tasks_running_in_one_step(h: Harness) {
+    let ts = independent(3);
+    h.insert(ts.clone()).await;
+    let from = h.events.last_cursor().await.unwrap();
+    let holder = AgentId::new();
+    let claimed = h.tasks.claim(&ClaimRequest::new(holder, 2, TTL).and_start()).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), vec![ts[0].id, ts[1].id]);
+    for c in &claimed {
+        assert_eq!(c.task.state, TaskState::Running);
+        assert_eq!(h.state(c.task.id).await, TaskState::Running);
+    }
+    let names: Vec<&str> = h.events.read_events(from, 10).await.unwrap().iter().map(|e| e.event.name()).collect();
+    assert_eq!(names, ["task.claimed", "task.started", "task.claimed", "task.started"]);
+    // The lease is fenced as usual, and `start` on a running task is refused.
+    assert!(h.tasks.start(claimed[0].task.id, claimed[0].lease.token).await.is_err());
+    h.tasks.complete(claimed[0].task.id, claimed[0].lease.token, Completion::default()).await.unwrap();
+    assert_eq!(h.state(ts[0].id).await, TaskState::Completed);
+}
+
+/// `renew_leases` renews each current lease and reports stale or unknown ones per item.
+pub async fn renew_leases_reports_each_lease(h: Harness) {
+    h.insert(independent(2)).await;
+    let c = h.claim(2).await;
+    h.clock.advance(Duration::from_secs(10));
+    let ghost = TaskId::new();
+    let out = h
+        .tasks
+        .renew_leases(
+            &[(c[0].task.id, c[0].lease.token), (c[1].task.id, crate::FencingToken(99)), (ghost, c[0].lease.token)],
+            TTL,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 3);
+    let renewed = out[0].as_ref().expect("current lease renewed");
+    assert!(renewed.expires_at > c[0].lease.expires_at);
+    assert_eq!(h.tasks.get_task(c[0].task.id).await.unwrap().lease.unwrap().expires_at, renewed.expires_at);
+    assert!(matches!(out[1], Err(StoreError::StaleLease { .. })));
+    assert!(matches!(out[2], Err(StoreError::NotFound { .. })));
+}

@@ -2,23 +2,28 @@
 //! to the PL/pgSQL functions of the migration; the rarer state changes lock the task row, apply
 //! the state machine in Rust and write the row back, with their events, in one transaction.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod cascade;
+mod claim;
+mod insert;
+
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use omoi_core::ports::clock::add_duration;
-use omoi_core::queue::plan_batch;
+use omoi_core::queue::AttemptLoss;
 use omoi_core::task::check_payload;
 use omoi_core::{
     AgentId, ClaimRequest, ClaimedTask, Completion, Event, FailOutcome, Failure, FencingToken, Lease, NewTask, SpecId,
     StoreError, Task, TaskCounts, TaskEvent, TaskFilter, TaskId, TaskState, TaskStore,
 };
-use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 use tracing::instrument;
 use uuid::Uuid;
 
+use self::cascade::{block_dependents, lose_attempt, unblock_dependents};
+pub(crate) use self::insert::insert_batch;
 use super::error::{db, is_unique_violation};
 use super::rows::{self, count, get, parse};
 use super::{PostgresStore, emit};
@@ -28,22 +33,9 @@ type Tx = Transaction<'static, Postgres>;
 /// States that no longer hold a dedup key.
 const TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
 
-/// Why an attempt was lost.
-enum Loss {
-    /// The holder reported a failure.
-    Failed(Failure),
-    /// The lease lapsed or its holder failed.
-    LeaseLost,
-}
-
 /// `t` at Postgres' precision.
-pub(super) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
-}
-
-/// Queue band: 0 = critical … 3 = low.
-fn band(task: &NewTask) -> i16 {
-    i16::from(3 - task.def.priority.rank())
 }
 
 fn step(task: &mut Task, event: TaskEvent, now: DateTime<Utc>) -> Result<TaskState, StoreError> {
@@ -109,285 +101,11 @@ fn dedup_clash(e: sqlx::Error, task: &Task) -> StoreError {
     }
 }
 
-/// Validates and inserts `batch` inside `tx`, appending `task.created` events. Dependencies'
-/// rows are locked (`FOR SHARE`) so a concurrent completion cannot miss the new edges.
-pub(super) async fn insert_batch(
-    tx: &mut Tx,
-    batch: Vec<NewTask>,
-    now: DateTime<Utc>,
-    events: &mut Vec<Event>,
-) -> Result<Vec<TaskId>, StoreError> {
-    if batch.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut referenced: HashSet<Uuid> = batch.iter().map(|t| t.id.as_uuid()).collect();
-    referenced.extend(batch.iter().flat_map(|t| t.dependencies.iter().map(|d| d.as_uuid())));
-    let mut referenced: Vec<Uuid> = referenced.into_iter().collect();
-    referenced.sort();
-    let existing: HashMap<TaskId, TaskState> =
-        sqlx::query("SELECT id, state FROM tasks WHERE id = ANY($1) ORDER BY id FOR SHARE")
-            .bind(&referenced)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| Ok((TaskId::from_uuid(get(r, "id")?), parse("task state", get::<&str>(r, "state")?)?)))
-            .collect::<Result<_, StoreError>>()?;
-    let states = plan_batch(&batch, |id| existing.get(id).copied())?;
-    let keys: Vec<&str> = batch.iter().filter_map(|t| t.def.dedup_key.as_deref()).collect();
-    if !keys.is_empty() {
-        let held: HashMap<String, Uuid> =
-            sqlx::query("SELECT dedup_key, id FROM tasks WHERE dedup_key = ANY($1) AND state <> ALL($2)")
-                .bind(&keys)
-                .bind(&TERMINAL[..])
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(db)?
-                .iter()
-                .map(|r| Ok((get(r, "dedup_key")?, get(r, "id")?)))
-                .collect::<Result<_, StoreError>>()?;
-        if let Some(k) = keys.iter().find(|k| held.contains_key(**k)) {
-            return Err(StoreError::DuplicateKey { key: (*k).to_owned(), existing: Some(TaskId::from_uuid(held[*k])) });
-        }
-    }
-
-    let n = batch.len();
-    let (mut ids, mut defs, mut bands, mut deps) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::new(), Vec::new());
-    let (mut specs, mut tickets, mut parents, mut locals) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut state_names, mut unmets, mut run_ats) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut edge_from, mut edge_to) = (Vec::new(), Vec::new());
-    for (t, state) in batch.iter().zip(&states) {
-        let distinct: Vec<Uuid> = {
-            let mut seen = HashSet::new();
-            t.dependencies.iter().map(|d| d.as_uuid()).filter(|d| seen.insert(*d)).collect()
-        };
-        let unmet =
-            distinct.iter().filter(|d| existing.get(&TaskId::from_uuid(**d)) != Some(&TaskState::Completed)).count();
-        for d in &distinct {
-            edge_from.push(*d);
-            edge_to.push(t.id.as_uuid());
-        }
-        ids.push(t.id.as_uuid());
-        defs.push(Json(&t.def));
-        bands.push(band(t));
-        deps.push(serde_json::Value::from(distinct.iter().map(|d| d.to_string()).collect::<Vec<_>>()));
-        specs.push(t.links.spec_id.map(|s| s.as_uuid()));
-        tickets.push(t.links.ticket_id.map(|s| s.as_uuid()));
-        parents.push(t.links.parent_id.map(|s| s.as_uuid()));
-        locals.push(t.links.local_id.clone());
-        state_names.push(state.as_str());
-        unmets.push(i32::try_from(unmet).unwrap_or(i32::MAX));
-        run_ats.push(micros(t.run_at.unwrap_or(now)));
-    }
-    let inserted = sqlx::query(
-        "INSERT INTO tasks (id, def, band, capabilities, concurrency_key, concurrency_limit, dedup_key, max_attempts, \
-             spec_id, ticket_id, parent_id, local_id, dependencies, state, unmet, run_at, created_at, updated_at) \
-         SELECT i.id, i.def, i.band, \
-                ARRAY(SELECT jsonb_array_elements_text(i.def -> 'capabilities')), \
-                i.def -> 'concurrency' ->> 'key', (i.def -> 'concurrency' ->> 'limit')::int, \
-                i.def ->> 'dedup_key', (i.def ->> 'max_attempts')::int, \
-                i.spec_id, i.ticket_id, i.parent_id, i.local_id, \
-                ARRAY(SELECT jsonb_array_elements_text(i.deps)::uuid), \
-                i.state, i.unmet, i.run_at, $12, $12 \
-           FROM unnest($1::uuid[], $2::jsonb[], $3::int2[], $4::uuid[], $5::uuid[], $6::uuid[], $7::text[], \
-                       $8::jsonb[], $9::text[], $10::int4[], $11::timestamptz[]) \
-                WITH ORDINALITY AS i(id, def, band, spec_id, ticket_id, parent_id, local_id, deps, state, unmet, run_at, ord) \
-          ORDER BY i.ord",
-    )
-    .bind(&ids)
-    .bind(&defs)
-    .bind(&bands)
-    .bind(&specs)
-    .bind(&tickets)
-    .bind(&parents)
-    .bind(&locals)
-    .bind(&deps)
-    .bind(&state_names)
-    .bind(&unmets)
-    .bind(&run_ats)
-    .bind(now)
-    .execute(&mut **tx)
-    .await;
-    if let Err(e) = inserted {
-        return Err(if is_unique_violation(&e, "tasks_pkey") {
-            StoreError::AlreadyExists { kind: "task", id: "in the batch".into() }
-        } else if is_unique_violation(&e, "tasks_dedup") {
-            StoreError::DuplicateKey { key: "of a task in the batch (inserted concurrently)".into(), existing: None }
-        } else {
-            db(e)
-        });
-    }
-    if !edge_from.is_empty() {
-        sqlx::query("INSERT INTO task_edges (depends_on, task_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])")
-            .bind(&edge_from)
-            .bind(&edge_to)
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
-    }
-    for (t, state) in batch.iter().zip(states) {
-        events.push(Event::TaskCreated { task_id: t.id, state, spec_id: t.links.spec_id });
-    }
-    Ok(batch.into_iter().map(|t| t.id).collect())
-}
-
-/// Blocks every transitive dependent still waiting on `root`.
-async fn block_dependents(
-    tx: &mut Tx,
-    root: TaskId,
-    now: DateTime<Utc>,
-    events: &mut Vec<Event>,
-) -> Result<Vec<TaskId>, StoreError> {
-    let mut blocked = Vec::new();
-    let mut queue = VecDeque::from([root]);
-    while let Some(cause) = queue.pop_front() {
-        let rows = sqlx::query(
-            "UPDATE tasks t SET state = 'blocked', updated_at = $2 \
-               FROM task_edges e WHERE e.depends_on = $1 AND t.id = e.task_id AND t.state = 'waiting' \
-             RETURNING t.id",
-        )
-        .bind(cause.as_uuid())
-        .bind(now)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db)?;
-        let mut ids: Vec<Uuid> = rows.iter().map(|r| get(r, "id")).collect::<Result<_, _>>()?;
-        ids.sort();
-        for d in task_ids(ids) {
-            events.push(Event::TaskBlocked { task_id: d, blocked_by: cause });
-            blocked.push(d);
-            queue.push_back(d);
-        }
-    }
-    Ok(blocked)
-}
-
-/// Lets blocked dependents of `root` wait again where no dependency still blocks them.
-async fn unblock_dependents(
-    tx: &mut Tx,
-    root: TaskId,
-    now: DateTime<Utc>,
-    events: &mut Vec<Event>,
-) -> Result<Vec<TaskId>, StoreError> {
-    let mut unblocked = Vec::new();
-    let mut queue = VecDeque::from([root]);
-    while let Some(cause) = queue.pop_front() {
-        let rows = sqlx::query(
-            "SELECT t.* FROM task_edges e JOIN tasks t ON t.id = e.task_id \
-              WHERE e.depends_on = $1 AND t.state = 'blocked' ORDER BY t.id FOR UPDATE OF t",
-        )
-        .bind(cause.as_uuid())
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db)?;
-        for row in rows {
-            let mut task = rows::task(&row)?;
-            let deps: Vec<(TaskState,)> = sqlx::query("SELECT state FROM tasks WHERE id = ANY($1)")
-                .bind(uuids(task.dependencies.iter().copied()))
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(db)?
-                .iter()
-                .map(|r| Ok((parse("task state", get::<&str>(r, "state")?)?,)))
-                .collect::<Result<_, StoreError>>()?;
-            if deps.iter().any(|(s,)| matches!(s, TaskState::Failed | TaskState::Cancelled | TaskState::Blocked)) {
-                continue;
-            }
-            let completed = deps.iter().filter(|(s,)| *s == TaskState::Completed).count();
-            let unmet = task.dependencies.iter().collect::<HashSet<_>>().len().saturating_sub(completed);
-            step(&mut task, TaskEvent::DependencyRestored, now)?;
-            sqlx::query("UPDATE tasks SET state = $2, unmet = $3, updated_at = $4 WHERE id = $1")
-                .bind(task.id.as_uuid())
-                .bind(task.state.as_str())
-                .bind(i32::try_from(unmet).unwrap_or(i32::MAX))
-                .bind(now)
-                .execute(&mut **tx)
-                .await
-                .map_err(db)?;
-            events.push(Event::TaskUnblocked { task_id: task.id });
-            unblocked.push(task.id);
-            queue.push_back(task.id);
-        }
-    }
-    Ok(unblocked)
-}
-
-/// A lost attempt: back to the queue with backoff while attempts remain, else dead-lettered.
-async fn lose_attempt(
-    tx: &mut Tx,
-    mut task: Task,
-    loss: Loss,
-    now: DateTime<Utc>,
-    events: &mut Vec<Event>,
-) -> Result<FailOutcome, StoreError> {
-    let id = task.id;
-    let lease = task.lease.take();
-    let (error, retryable) = match &loss {
-        Loss::Failed(f) => {
-            task.usage += f.usage;
-            (f.error.clone(), f.retryable)
-        }
-        Loss::LeaseLost => {
-            (format!("lease lost (holder {})", lease.map(|l| l.holder.to_string()).unwrap_or_default()), true)
-        }
-    };
-    task.last_error = Some(error.clone());
-    if retryable && task.attempts < task.def.max_attempts {
-        step(&mut task, TaskEvent::Retry, now)?;
-        let delay = task.def.backoff.delay_for(id, task.attempts);
-        task.run_at = micros(add_duration(now, delay));
-        save(tx, &task).await?;
-        let (run_at, attempt) = (task.run_at, task.attempts);
-        events.push(match (loss, lease) {
-            (Loss::LeaseLost, Some(l)) => Event::TaskLeaseExpired { task_id: id, holder: l.holder, token: l.token },
-            _ => Event::TaskRetryScheduled { task_id: id, attempt, run_at, error },
-        });
-        Ok(FailOutcome::Retrying { run_at })
-    } else {
-        step(&mut task, TaskEvent::Fail, now)?;
-        save(tx, &task).await?;
-        events.push(Event::TaskFailed { task_id: id, attempts: task.attempts, error });
-        let blocked = block_dependents(tx, id, now, events).await?;
-        Ok(FailOutcome::DeadLettered { blocked })
-    }
-}
-
 impl PostgresStore {
     /// Commits `tx` after appending `events`.
     async fn finish(&self, mut tx: Tx, now: DateTime<Utc>, events: &[Event]) -> Result<(), StoreError> {
         emit(&mut tx, now, events).await?;
         tx.commit().await.map_err(db)
-    }
-
-    /// Takes back leased tasks: those whose lease expired, or with `holder` those it holds.
-    /// Rows being changed by someone else right now are skipped (they are not stranded).
-    async fn reclaim(&self, holder: Option<AgentId>) -> Result<Vec<TaskId>, StoreError> {
-        let now = self.now();
-        let mut tx = self.begin().await?;
-        // Two statements rather than one with an OR, so each keeps to the leased-tasks index.
-        let query = match holder {
-            None => sqlx::query(
-                "SELECT * FROM tasks WHERE state IN ('claimed', 'running') AND lease_expires_at <= $1 \
-                  ORDER BY lease_expires_at, id FOR UPDATE SKIP LOCKED",
-            )
-            .bind(now),
-            Some(h) => sqlx::query(
-                "SELECT * FROM tasks WHERE state IN ('claimed', 'running') AND lease_holder = $1 \
-                  ORDER BY lease_expires_at, id FOR UPDATE SKIP LOCKED",
-            )
-            .bind(h.as_uuid()),
-        };
-        let rows = query.fetch_all(&mut *tx).await.map_err(db)?;
-        let mut events = Vec::new();
-        let mut ids = Vec::with_capacity(rows.len());
-        for row in rows {
-            let task = rows::task(&row)?;
-            ids.push(task.id);
-            lose_attempt(&mut tx, task, Loss::LeaseLost, now, &mut events).await?;
-        }
-        self.finish(tx, now, &events).await?;
-        Ok(ids)
     }
 
     /// Completes distinct tasks in one call of `omoi_complete`; one result per item.
@@ -447,27 +165,7 @@ impl TaskStore for PostgresStore {
 
     #[instrument(level = "debug", skip_all, fields(holder = %request.holder, limit = request.limit))]
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedTask>, StoreError> {
-        if request.limit == 0 {
-            return Ok(Vec::new());
-        }
-        let now = self.now();
-        let expires = micros(add_duration(now, request.lease_ttl));
-        let rows = sqlx::query("SELECT * FROM omoi_claim($1, $2, $3, $4, $5)")
-            .bind(request.holder.as_uuid())
-            .bind(&request.capabilities)
-            .bind(i32::try_from(request.limit).unwrap_or(i32::MAX))
-            .bind(now)
-            .bind(expires)
-            .fetch_all(self.pool())
-            .await
-            .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let task = rows::task(r)?;
-                let lease = task.lease.ok_or_else(|| super::error::corrupt("claimed task", "no lease"))?;
-                Ok(ClaimedTask { task, lease })
-            })
-            .collect()
+        self.claim_tasks(request).await
     }
 
     #[instrument(level = "debug", skip_all, fields(task = %id))]
@@ -491,6 +189,54 @@ impl TaskStore for PostgresStore {
                 Err(StoreError::StaleLease { task: id, presented: token })
             }
         }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(leases = leases.len()))]
+    async fn renew_leases(
+        &self,
+        leases: &[(TaskId, FencingToken)],
+        ttl: Duration,
+    ) -> Result<Vec<Result<Lease, StoreError>>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires_at = micros(add_duration(self.now(), ttl));
+        let ids = uuids(leases.iter().map(|l| l.0));
+        let tokens: Vec<i64> = leases.iter().map(|l| i64::try_from(l.1.0).unwrap_or(i64::MAX)).collect();
+        // One statement for every lease; a second only when some were not renewed.
+        let renewed: HashMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
+            "UPDATE tasks t SET lease_expires_at = $3 FROM unnest($1::uuid[], $2::int8[]) AS i(id, token) \
+              WHERE t.id = i.id AND t.lease_token = i.token AND t.state IN ('claimed', 'running') \
+              RETURNING t.id, t.lease_holder",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(expires_at)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db)?
+        .into_iter()
+        .collect();
+        let missing: Vec<Uuid> = ids.iter().filter(|i| !renewed.contains_key(i)).copied().collect();
+        let known: HashSet<Uuid> = if missing.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar("SELECT id FROM tasks WHERE id = ANY($1)")
+                .bind(&missing)
+                .fetch_all(self.pool())
+                .await
+                .map_err(db)?
+                .into_iter()
+                .collect()
+        };
+        Ok(leases
+            .iter()
+            .map(|&(id, token)| match renewed.get(&id.as_uuid()) {
+                Some(h) => Ok(Lease { holder: AgentId::from_uuid(*h), token, expires_at }),
+                None if known.contains(&id.as_uuid()) => Err(StoreError::StaleLease { task: id, presented: token }),
+                None => Err(StoreError::not_found("task", id)),
+            })
+            .collect())
     }
 
     #[instrument(level = "debug", skip_all, fields(task = %id))]
@@ -547,12 +293,13 @@ impl TaskStore for PostgresStore {
 
     #[instrument(level = "debug", skip_all, fields(task = %id))]
     async fn fail(&self, id: TaskId, token: FencingToken, failure: Failure) -> Result<FailOutcome, StoreError> {
+        omoi_core::queue::check_failure(&failure)?;
         let now = self.now();
         let mut tx = self.begin().await?;
         let task = lock_task(&mut tx, id).await?;
         fenced(&task, token)?;
         let mut events = Vec::new();
-        let outcome = lose_attempt(&mut tx, task, Loss::Failed(failure), now, &mut events).await?;
+        let outcome = lose_attempt(&mut tx, task, AttemptLoss::Failed(failure), now, &mut events).await?;
         self.finish(tx, now, &events).await?;
         Ok(outcome)
     }
