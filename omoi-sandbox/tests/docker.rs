@@ -16,6 +16,7 @@ async fn provider(_clock: Arc<ManualClock>) -> Option<Arc<DockerSandboxProvider>
 }
 
 omoi_core::sandbox_suite!(provider);
+omoi_core::sandbox_read_only_suite!(provider);
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -235,4 +236,76 @@ async fn an_abandoned_exec_kills_its_process_tree() {
     let ps = sandbox.exec(ExecRequest::shell("ps -eo args | grep -c '^sleep 304' || true")).await.unwrap();
     assert_eq!(ps.stdout_text().trim(), "0");
     sandbox.destroy().await.unwrap();
+}
+
+/// Waits (bounded) until exactly `n` containers carry `key=value`.
+async fn until_labelled(docker: &Docker, key: &str, value: &str, n: usize) -> usize {
+    let mut found = containers_labelled(docker, key, value).await.len();
+    for _ in 0..100 {
+        if found == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        found = containers_labelled(docker, key, value).await.len();
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_escape_outside_the_workspace_is_impossible_in_docker() {
+    let Some(builder) = builder() else { return };
+    let provider = builder.build().unwrap();
+    let docker = engine().await;
+    let (key, value) = run_label();
+    // The sandbox itself has the network; its read-only copies never do.
+    let spec = SandboxSpec {
+        network: NetworkPolicy::Full,
+        labels: BTreeMap::from([(key.clone(), value.clone())]),
+        ..SandboxSpec::default()
+    };
+    let sandbox = provider.create(spec).await.unwrap();
+    let script = "touch /tmp/pwned-tmp; touch /var/tmp/pwned-var 2>&1; touch ~/pwned-home 2>&1; \
+                  echo x > /workspace/pwned-ws; ls /sys/class/net; ls /tmp /workspace";
+    let out = sandbox.exec(ExecRequest::shell(script).read_only()).await.unwrap();
+    let seen = out.stdout_text();
+    assert!(seen.contains("Read-only file system"), "the root file system is writable: {seen}");
+    assert!(
+        seen.contains("pwned-tmp") && seen.contains("pwned-ws"),
+        "the copy's /tmp and workspace are writable: {seen}"
+    );
+    let nets: Vec<&str> = seen.lines().filter(|l| *l == "lo" || l.starts_with("eth")).collect();
+    assert_eq!(nets, ["lo"], "a read-only copy has no network: {seen}");
+
+    // (The test engine runs with `--bridge=none`, so the sandbox's own network cannot be shown.)
+    let main = sandbox.exec(ExecRequest::shell("ls -a /tmp /var/tmp /workspace ~")).await.unwrap();
+    let main = main.stdout_text();
+    assert!(!main.contains("pwned"), "a read-only command changed the sandbox: {main}");
+    assert_eq!(containers_labelled(&docker, &key, &value).await.len(), 1, "the read-only copy was not removed");
+    sandbox.destroy().await.unwrap();
+    assert!(containers_labelled(&docker, &key, &value).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_copy_of_an_abandoned_exec_does_not_leak() {
+    let Some(builder) = builder() else { return };
+    let provider = builder.build().unwrap();
+    let docker = engine().await;
+    let (key, value) = run_label();
+    let spec = SandboxSpec { labels: BTreeMap::from([(key.clone(), value.clone())]), ..SandboxSpec::default() };
+    let sandbox = provider.create(spec).await.unwrap();
+    let req = ExecRequest::shell("sleep 300").timeout(Duration::from_secs(600)).read_only();
+    let mut run = Box::pin(sandbox.exec(req));
+    // Give up once the copy exists (two containers carry the label).
+    let gave_up = async {
+        until_labelled(&docker, &key, &value, 2).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    tokio::select! {
+        out = &mut run => panic!("a 300 s command returned: {out:?}"),
+        () = gave_up => {}
+    }
+    drop(run);
+    assert_eq!(until_labelled(&docker, &key, &value, 1).await, 1, "the abandoned read-only copy leaked");
+    sandbox.destroy().await.unwrap();
+    assert!(containers_labelled(&docker, &key, &value).await.is_empty());
 }

@@ -81,6 +81,12 @@ pub struct ExecRequest {
     pub timeout: Duration,
     /// Keep at most this many bytes of each output stream.
     pub output_limit: usize,
+    /// Run against a throwaway copy of the workspace, discarded afterwards: whatever the
+    /// command does, the workspace is unchanged. Adapters that isolate (Docker) also run it
+    /// with a read-only root file system and no network; an adapter that cannot honour it
+    /// refuses the request with [`SandboxError::InvalidRequest`].
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl ExecRequest {
@@ -102,7 +108,14 @@ impl ExecRequest {
             stdin: None,
             timeout: Duration::from_secs(60),
             output_limit: 1 << 20,
+            read_only: false,
         }
+    }
+
+    /// Runs the command read-only (see [`ExecRequest::read_only`]).
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
     }
 
     /// Sets the timeout.

@@ -181,6 +181,7 @@ impl AgentRun<'_> {
             sandbox: self.sandbox,
             command_timeout: self.command_timeout,
             output_limit: self.output_limit,
+            read_only: self.policy.read_only(),
         };
         let mut rec = Recorder { events: self.events, task_id: self.task_id, agent_id: self.agent_id, step: 0 };
         let mut messages = vec![Message::user(self.prompt.clone())];

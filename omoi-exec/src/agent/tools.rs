@@ -110,6 +110,8 @@ pub(crate) struct ToolRunner<'a> {
     pub(crate) sandbox: &'a dyn Sandbox,
     pub(crate) command_timeout: Duration,
     pub(crate) output_limit: usize,
+    /// Commands run read-only (exploration, validation): see [`ToolPolicy::read_only`](super::policy::ToolPolicy::read_only).
+    pub(crate) read_only: bool,
 }
 
 #[derive(Deserialize)]
@@ -251,7 +253,12 @@ impl ToolRunner<'_> {
                 Ok(x) => x,
                 Err(e) => return Ok(e),
             };
-        let dir = if path.is_root() { ".".to_owned() } else { path.to_string() };
+        // A path such as `-delete` must stay a path, never become a `find` action.
+        let dir = match path.as_str() {
+            "" => ".".to_owned(),
+            p if p.starts_with('-') => format!("./{p}"),
+            p => p.to_owned(),
+        };
         let depth = depth.to_string();
         let argv = [
             "find",
@@ -305,7 +312,7 @@ impl ToolRunner<'_> {
         if let Err(why) = readonly_argv_allowed(&a.argv) {
             return Ok(ToolOutcome::error(format!("refused: {why}")));
         }
-        let out = self.exec(ExecRequest::argv(a.argv).timeout(self.command_timeout)).await?;
+        let out = self.exec(ExecRequest::argv(a.argv).timeout(self.command_timeout).read_only()).await?;
         Ok(ToolOutcome::Output { text: render(&out), is_error: !out.success() })
     }
 
@@ -345,7 +352,11 @@ impl ToolRunner<'_> {
             Err(e) => return Ok(e),
         };
         let timeout = a.timeout_secs.map_or(self.command_timeout, |s| Duration::from_secs(s).min(self.command_timeout));
-        let out = self.exec(ExecRequest::shell(a.command).timeout(timeout)).await?;
+        let mut req = ExecRequest::shell(a.command).timeout(timeout);
+        if self.read_only {
+            req = req.read_only();
+        }
+        let out = self.exec(req).await?;
         Ok(ToolOutcome::Output { text: render(&out), is_error: !out.success() })
     }
 }

@@ -105,6 +105,7 @@ pub(super) async fn create(shared: Arc<Shared>, spec: SandboxSpec) -> Result<Arc
 
 async fn run(shared: Arc<Shared>, id: SandboxId, spec: SandboxSpec) -> Result<Arc<DockerSandbox>, SandboxError> {
     let body = container_body(&shared, id, &spec)?;
+    let readonly_template = body.clone();
     let docker = shared.docker().await?.clone();
     let mut saga = Saga::new("docker");
 
@@ -124,7 +125,7 @@ async fn run(shared: Arc<Shared>, id: SandboxId, spec: SandboxSpec) -> Result<Ar
     let (d, c) = (docker.clone(), container.clone());
     saga.compensate("kill_container", async move { kill_container(&d, &c).await.map_err(|e| e.to_string()) });
 
-    let sandbox = Arc::new(DockerSandbox::new(Arc::clone(&shared), id, container));
+    let sandbox = Arc::new(DockerSandbox::new(Arc::clone(&shared), id, container, readonly_template));
     saga.step("prepare_workspace", prepare_workspace(&sandbox)).await?;
     for argv in &shared.config.setup {
         saga.step("setup", setup(&sandbox, argv.clone())).await?;

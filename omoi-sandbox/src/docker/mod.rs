@@ -3,6 +3,7 @@
 mod create;
 mod exec;
 mod files;
+mod readonly;
 mod sandbox;
 
 use std::fmt;
@@ -33,6 +34,12 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 ///   and an init process that reaps orphans;
 /// - labels `omoi.sandbox=<sandbox id>` plus the spec's labels; environment from the spec;
 /// - kept alive by `sleep infinity`.
+///
+/// A [read-only](omoi_core::ExecRequest::read_only) command runs in a throwaway container from
+/// the same template with a **read-only root file system** and **no network** (whatever the
+/// spec's policy), `/workspace` and `/tmp` on tmpfs, the workspace copied in with `tar`; the
+/// container is removed afterwards (also when the caller stops waiting). Its containers carry
+/// `omoi.sandbox.readonly=<sandbox id>` instead of `omoi.sandbox`, plus the spec's labels.
 ///
 /// Creation is a saga (create container → start → prepare workspace → setup commands): a
 /// failure at any step removes the container, and the error names the step.

@@ -1,5 +1,6 @@
 //! The local process sandbox: a directory per sandbox and a process group per command.
 
+mod copy;
 mod paths;
 mod process;
 
@@ -35,6 +36,10 @@ use self::process::{Job, ProcessGroups};
 /// - Commands start from an empty environment plus `PATH` and `HOME` of this process, then
 ///   [`SandboxSpec::env`], then [`ExecRequest::env`] (see [`inherit_env`](Self::inherit_env)).
 /// - [`SandboxSpec::image`], [`SandboxSpec::limits`] and [`SandboxSpec::network`] are ignored.
+/// - A [read-only](ExecRequest::read_only) command runs in a throwaway copy of the workspace
+///   (in the system's temporary directory), removed afterwards: the workspace is never
+///   changed. What it does outside the copy is not confined (no isolation here); callers
+///   that take commands from a model also vet the argv (see `omoi-exec`'s `run_readonly`).
 ///
 /// ```
 /// # async fn demo() -> Result<(), omoi_core::SandboxError> {
@@ -202,12 +207,23 @@ impl LocalSandbox {
         if program.contains('\0') || args.iter().any(|a| a.contains('\0')) {
             return Err(SandboxError::InvalidRequest("command contains a NUL byte".into()));
         }
+        // A read-only command runs in a throwaway copy, removed when `_copy` drops (after the
+        // command's whole process group was killed).
+        let (root, _copy) = if req.read_only {
+            let from = self.workspace.clone();
+            let copy = blocking(move || copy::copy_workspace(&from))
+                .await
+                .map_err(|e| SandboxError::Backend { provider: "local", message: format!("read-only copy: {e}") })?;
+            (copy.path().canonicalize().map_err(|e| paths::backend(&WorkspacePath::root(), e))?, Some(copy))
+        } else {
+            (self.workspace.clone(), None)
+        };
         let cwd = match req.cwd {
             Some(dir) => {
-                let root = self.workspace.clone();
+                let root = root.clone();
                 blocking_sb(move || resolve_for(&root, &dir, Expect::Dir)).await?
             }
-            None => self.workspace.clone(),
+            None => root.clone(),
         };
         let mut env = self.base_env.clone();
         env.extend(self.spec_env.iter().chain(&req.env).map(|(k, v)| (k.clone(), v.clone())));
