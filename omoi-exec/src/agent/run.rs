@@ -218,7 +218,22 @@ impl AgentRun<'_> {
                 max_tokens: self.max_tokens,
                 temperature: None,
             };
-            let response = self.llm.complete(&request).await?;
+            // A cancellation also interrupts a model call in flight (a hung provider must not
+            // keep a cancelled task, and its sandbox, alive).
+            let cancelled = async {
+                match &self.cancel {
+                    Some(c) => c.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let response = tokio::select! {
+                r = self.llm.complete(&request) => r?,
+                () = cancelled => {
+                    rec.step("cancelled", json!({})).await?;
+                    out.stop = StopCause::Cancelled;
+                    return Ok(out);
+                }
+            };
             for g in &self.gates {
                 g.after_call(&response.usage);
             }
