@@ -384,3 +384,29 @@ async fn exploration_escape_attempts_through_readonly_programs_are_refused_and_c
     let listing = sandbox.exec(ExecRequest::shell("ls -A")).await.unwrap().stdout_text();
     assert_eq!(listing, ".git\nnotes.txt\n");
 }
+
+#[tokio::test]
+async fn read_file_tool_is_capped_and_a_fifo_is_refused_without_hanging() {
+    let e = env();
+    let sandbox = e.provider.create(SandboxSpec::default()).await.unwrap();
+    let big = "x".repeat(3 << 20);
+    sandbox.write_file(&WorkspacePath::parse("big.txt").unwrap(), big.as_bytes()).await.unwrap();
+    assert!(sandbox.exec(ExecRequest::shell("mkfifo pipe")).await.unwrap().success());
+    let llm = ScriptedLlm::new();
+    llm.push_tool_call("read_file", json!({"path": "big.txt"}));
+    llm.push_tool_call("read_file", json!({"path": "pipe"}));
+    finish(&llm, "read");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        run(&llm, sandbox.as_ref(), &e.store, ExecutionMode::Exploration, vec![]).run(),
+    )
+    .await
+    .expect("a FIFO must not hang the tool")
+    .unwrap();
+    assert_eq!(out.stop, StopCause::Finished);
+    let results = tool_results(&llm);
+    let (text, is_error) = &results[0];
+    assert!(!is_error && text.contains("[truncated") && text.len() < 110 * 1024, "{} bytes", text.len());
+    let (text, is_error) = &results[1];
+    assert!(*is_error && text.contains("not a regular file"), "{text}");
+}

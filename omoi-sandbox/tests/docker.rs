@@ -309,3 +309,58 @@ async fn read_only_copy_of_an_abandoned_exec_does_not_leak() {
     sandbox.destroy().await.unwrap();
     assert!(containers_labelled(&docker, &key, &value).await.is_empty());
 }
+
+/// A command keeps swapping the workspace directory `d` between a real directory, nothing, and
+/// a symlink to `/etc` while `read_file("d/passwd")` and `write_file("d/<name>")` run: every read
+/// returns the workspace's file or a refusal, never `/etc/passwd`, and nothing is ever written
+/// outside the workspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_transfer_escape_through_a_racing_symlink_swap_never_leaves_the_workspace() {
+    let Some(builder) = builder() else { return };
+    let sandbox: Arc<dyn omoi_core::Sandbox> = builder.build().unwrap().create(SandboxSpec::default()).await.unwrap();
+    let marker = format!("omoi-race-{}", uuid::Uuid::now_v7().simple());
+    sandbox.exec(ExecRequest::shell("mkdir real && echo safe > real/passwd")).await.unwrap();
+    let swapper = {
+        let sandbox = Arc::clone(&sandbox);
+        tokio::spawn(async move {
+            let script = "while :; do mv -Tf real d 2>/dev/null; sleep 0.02; mv -Tf d real 2>/dev/null; \
+                          ln -sfn /etc d 2>/dev/null; sleep 0.02; rm -rf d 2>/dev/null; done";
+            sandbox.exec(ExecRequest::shell(script).timeout(Duration::from_secs(600))).await
+        })
+    };
+    let passwd = WorkspacePath::parse("d/passwd").unwrap();
+    let target = WorkspacePath::parse(&format!("d/{marker}")).unwrap();
+    let (mut read_ok, mut write_ok, mut refused) = (0, 0, 0);
+    for _ in 0..100 {
+        let (read, write) = tokio::join!(sandbox.read_file(&passwd), sandbox.write_file(&target, b"race"));
+        match read {
+            Ok(bytes) => {
+                assert_eq!(bytes, b"safe\n", "read something other than the workspace's file");
+                read_ok += 1;
+            }
+            Err(SandboxError::PathRejected(_) | SandboxError::FileNotFound(_) | SandboxError::InvalidRequest(_)) => {
+                refused += 1
+            }
+            Err(e) => panic!("unexpected read error: {e}"),
+        }
+        match write {
+            Ok(()) => write_ok += 1,
+            Err(SandboxError::PathRejected(_) | SandboxError::InvalidRequest(_) | SandboxError::Backend { .. }) => {
+                refused += 1
+            }
+            Err(e) => panic!("unexpected write error: {e}"),
+        }
+    }
+    swapper.abort();
+    println!("race: {read_ok} reads and {write_ok} writes inside the workspace, {refused} refused");
+    assert!(refused > 0, "the swap never interfered: the test did not race");
+    let found = sandbox
+        .exec(ExecRequest::shell(format!(
+            "find / -xdev -name '{marker}' -not -path '/workspace/*' 2>/dev/null; ls -la /etc | grep -c '{marker}' || true"
+        )))
+        .await
+        .unwrap()
+        .stdout_text();
+    assert_eq!(found.trim(), "0", "a file was written outside the workspace: {found}");
+    sandbox.destroy().await.unwrap();
+}

@@ -171,6 +171,8 @@ macro_rules! sandbox_suite {
                 destroy_is_idempotent_and_final,
                 sandboxes_do_not_share_files,
                 concurrent_execs_in_one_sandbox_all_succeed,
+                special_files_in_the_workspace_are_refused_not_waited_on,
+                read_file_prefix_returns_at_most_the_limit,
             ]
         );
     };

@@ -234,14 +234,21 @@ impl ToolRunner<'_> {
             Ok(p) => p,
             Err(e) => return Ok(e),
         };
-        match self.sandbox.read_file(&path).await {
-            Ok(bytes) => Ok(match String::from_utf8(bytes) {
-                Ok(text) if text.len() > READ_LIMIT => {
-                    let cut = text.char_indices().take_while(|(i, _)| *i < READ_LIMIT).last().map_or(0, |(i, _)| i);
-                    ToolOutcome::ok(format!("{}\n[truncated: file is {} bytes]", &text[..cut], text.len()))
-                }
+        // Never more than the cap is read, whatever the file's size.
+        match self.sandbox.read_file_prefix(&path, READ_LIMIT as u64).await {
+            Ok((bytes, cut)) => Ok(match String::from_utf8(bytes) {
+                Ok(text) if cut => ToolOutcome::ok(format!("{text}\n[truncated: file is over {READ_LIMIT} bytes]")),
                 Ok(text) => ToolOutcome::ok(text),
-                Err(e) => ToolOutcome::error(format!("{path} is binary ({} bytes), not shown", e.as_bytes().len())),
+                // A cut can split a character: keep the valid prefix.
+                Err(e) if cut && e.utf8_error().error_len().is_none() => {
+                    let valid = e.utf8_error().valid_up_to();
+                    let bytes = e.into_bytes();
+                    let text = String::from_utf8_lossy(&bytes[..valid]);
+                    ToolOutcome::ok(format!("{text}\n[truncated: file is over {READ_LIMIT} bytes]"))
+                }
+                Err(e) => {
+                    ToolOutcome::error(format!("{path} is binary ({} bytes read), not shown", e.as_bytes().len()))
+                }
             }),
             Err(e) => soft(e),
         }

@@ -257,6 +257,11 @@ impl Sandbox for DockerSandbox {
         self.read_inner(path).instrument(span).await
     }
 
+    async fn read_file_prefix(&self, path: &WorkspacePath, limit: u64) -> Result<(Vec<u8>, bool), SandboxError> {
+        let span = tracing::info_span!("sandbox.read_file", provider = "docker", sandbox_id = %self.id, %path, limit);
+        self.read_prefix_inner(path, limit).instrument(span).await
+    }
+
     async fn status(&self) -> Result<SandboxStatus, SandboxError> {
         if self.destroyed.load(Ordering::SeqCst) {
             return Ok(SandboxStatus::Destroyed);
