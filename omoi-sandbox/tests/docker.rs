@@ -364,3 +364,50 @@ async fn file_transfer_escape_through_a_racing_symlink_swap_never_leaves_the_wor
     assert_eq!(found.trim(), "0", "a file was written outside the workspace: {found}");
     sandbox.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_sandbox_gets_the_config_limits_and_a_fork_bomb_is_stopped() {
+    let Some(builder) = builder() else { return };
+    let sandbox = builder.build().unwrap().create(SandboxSpec::default()).await.unwrap();
+    let defaults = omoi_core::config::SandboxConfig::default();
+    let host = inspect_sandbox(&engine().await, sandbox.id()).await.host_config.unwrap();
+    assert_eq!(host.nano_cpus, Some((defaults.cpus * 1e9) as i64));
+    assert_eq!(host.memory, Some((defaults.memory_mib << 20) as i64));
+    assert_eq!(host.pids_limit, Some(defaults.pids as i64));
+    // More processes than the default pids limit: the kernel refuses the forks past it.
+    let bomb = format!("for i in $(seq {}); do sleep 30 & done; ps -e | wc -l", defaults.pids + 100);
+    let out = sandbox.exec(ExecRequest::shell(bomb).timeout(Duration::from_secs(120))).await.unwrap();
+    let text = format!("{}{}", out.stdout_text(), out.stderr_text());
+    assert!(
+        text.contains("fork") || text.contains("Resource temporarily unavailable"),
+        "the fork bomb was not stopped: {text}"
+    );
+    sandbox.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_memory_limit_stops_a_big_allocation() {
+    let Some(builder) = builder() else { return };
+    let config = omoi_core::config::SandboxConfig { memory_mib: 64, ..Default::default() };
+    let sandbox = builder.config(&config).build().unwrap().create(SandboxSpec::default()).await.unwrap();
+    let alloc = "python3 -c \"b = bytearray(512 << 20); b[::4096] = b'x' * len(b[::4096]); print('allocated')\"";
+    let out = sandbox.exec(ExecRequest::shell(alloc).timeout(Duration::from_secs(120))).await.unwrap();
+    assert!(!out.success() && !out.stdout_text().contains("allocated"), "512 MiB fit in a 64 MiB sandbox: {out:?}");
+    let small = sandbox.exec(ExecRequest::shell("python3 -c \"b = bytearray(8 << 20); print('ok')\"")).await.unwrap();
+    assert_eq!(small.stdout_text(), "ok\n");
+    sandbox.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_create_timeout_fails_a_slow_creation_and_leaves_no_container() {
+    let Some(builder) = builder() else { return };
+    let config = omoi_core::config::SandboxConfig { create_timeout: Duration::from_millis(1), ..Default::default() };
+    let provider = builder.config(&config).build().unwrap();
+    let (key, value) = run_label();
+    let spec = SandboxSpec { labels: BTreeMap::from([(key.clone(), value.clone())]), ..SandboxSpec::default() };
+    match provider.create(spec).await {
+        Err(SandboxError::CreateFailed { step: "timeout", .. }) => {}
+        other => panic!("expected a creation timeout, got {:?}", other.map(|s| s.id())),
+    }
+    assert_eq!(until_labelled(&engine().await, &key, &value, 0).await, 0, "the timed-out creation left a container");
+}

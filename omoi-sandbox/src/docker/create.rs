@@ -84,6 +84,7 @@ pub(super) async fn create(shared: Arc<Shared>, spec: SandboxSpec) -> Result<Arc
     let id = SandboxId::new();
     let span = tracing::info_span!("sandbox.create", provider = "docker", sandbox_id = %id);
     let (tx, rx) = oneshot::channel();
+    let timeout = shared.config.create_timeout;
     tokio::spawn(
         async move {
             let result = run(shared, id, spec).await;
@@ -96,10 +97,18 @@ pub(super) async fn create(shared: Arc<Shared>, spec: SandboxSpec) -> Result<Arc
         }
         .instrument(span),
     );
-    let sandbox = rx.await.map_err(|_| SandboxError::Backend {
-        provider: "docker",
-        message: "sandbox creation task panicked".into(),
-    })??;
+    // Past the timeout the caller gets an error and the creation task, finding nobody to hand
+    // its sandbox to, removes it.
+    let sandbox = tokio::time::timeout(timeout, rx)
+        .await
+        .map_err(|_| SandboxError::CreateFailed {
+            step: "timeout",
+            message: format!("sandbox creation took longer than {timeout:?}"),
+        })?
+        .map_err(|_| SandboxError::Backend {
+            provider: "docker",
+            message: "sandbox creation task panicked".into(),
+        })??;
     Ok(sandbox as Arc<dyn Sandbox>)
 }
 
