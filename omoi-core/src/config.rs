@@ -47,7 +47,9 @@ pub struct OmoiConfig {
     pub memory: MemoryConfig,
     /// Guardian, conductor, stuck detection.
     pub monitor: MonitorConfig,
-    /// Sandbox sizing and cleanup.
+    /// Sandbox sizing and cleanup. `cpus`, `memory_mib`, `pids` and `create_timeout` are what the
+    /// Docker adapter applies by default (`DockerSandboxProviderBuilder::config` in
+    /// `omoi-sandbox`). (No disk quota: Docker enforces one only on some storage drivers.)
     pub sandbox: SandboxConfig,
 }
 
@@ -574,7 +576,9 @@ impl Default for MonitorConfig {
     }
 }
 
-/// Sandbox sizing and cleanup.
+/// Sandbox sizing and cleanup. `cpus`, `memory_mib`, `pids` and `create_timeout` are what the
+/// Docker adapter applies by default (`DockerSandboxProviderBuilder::config` in
+/// `omoi-sandbox`). (No disk quota: Docker enforces one only on some storage drivers.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxConfig {
@@ -582,8 +586,6 @@ pub struct SandboxConfig {
     pub cpus: f64,
     /// Memory per sandbox in MiB. OmoiOS: 4096 (cap 8192).
     pub memory_mib: u64,
-    /// Disk per sandbox in GiB. OmoiOS: 8 (cap 10).
-    pub disk_gib: u64,
     /// Processes per sandbox (ours: 512).
     pub pids: u64,
     /// Creation timeout. OmoiOS: 120 s.
@@ -621,7 +623,6 @@ impl Default for SandboxConfig {
         Self {
             cpus: 2.0,
             memory_mib: 4096,
-            disk_gib: 8,
             pids: 512,
             create_timeout: secs(120),
             idle_after: secs(600),

@@ -42,6 +42,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub trait TaskExecutor: Send + Sync {
     /// Executes `task`. Should return promptly once `ctx.cancel` fires.
     async fn execute(&self, task: &Task, ctx: &ExecContext) -> Result<TaskOutput, ExecError>;
+
+    /// Waits for cleanup that abandoned executions left running in the background (e.g.
+    /// sandboxes being destroyed). The worker calls it before it stops. Default: nothing.
+    async fn wait_for_cleanup(&self) {}
 }
 
 /// What an execution gets besides the task.
@@ -347,6 +351,7 @@ impl Worker {
         drop(shared);
         let _ = batcher.await;
         let _ = renewer.await;
+        self.executor.wait_for_cleanup().await;
         if let Some(h) = heartbeat {
             let _ = h.await;
         }

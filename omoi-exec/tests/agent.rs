@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use omoi_core::testkit::{ManualClock, ScriptedLlm};
 use omoi_core::{
-    AgentId, ClaimRequest, Clock, ContentBlock, Cursor, Event, EventStore, ExecutionMode, FencingToken, Lease, NewTask,
-    Sandbox, SandboxProvider, SandboxSpec, SystemClock, TaskStore, WorkspacePath,
+    AgentId, ClaimRequest, Clock, ContentBlock, Cursor, Event, EventStore, ExecRequest, ExecutionMode, FencingToken,
+    Lease, NewTask, Sandbox, SandboxProvider, SandboxSpec, SystemClock, TaskStore, WorkspacePath,
 };
 use omoi_exec::agent::{
     AgentExecutor, AgentRun, Budget, BudgetExceeded, BudgetLimits, CallGate, Mailboxes, Severity, Steering, StopCause,
@@ -312,4 +312,102 @@ async fn implementation_task_commits_on_its_branch_and_validation_sees_it() {
     );
     assert!(out.result.get("branch").is_none(), "validation creates no branch");
     assert!(!origin.has_branch(&format!("omoi/{}", check.id)).await.unwrap());
+}
+
+fn tool_results(llm: &ScriptedLlm) -> Vec<(String, bool)> {
+    llm.requests()
+        .iter()
+        .skip(1)
+        .map(|r| match &r.messages.last().unwrap().content[0] {
+            ContentBlock::ToolResult { content, is_error, .. } => (content.clone(), *is_error),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn validation_escape_through_shell_redirection_leaves_the_workspace_unchanged() {
+    let e = env();
+    let sandbox = e.provider.create(SandboxSpec::default()).await.unwrap();
+    let app = WorkspacePath::parse("app.py").unwrap();
+    sandbox.write_file(&app, b"print('ok')\n").await.unwrap();
+    let llm = ScriptedLlm::new();
+    llm.push_tool_call(
+        "run_command",
+        json!({"command": "echo hacked > app.py; sh -c 'echo more >> app.py; : > new.txt'; cat app.py"}),
+    );
+    finish(&llm, "validated");
+    let out = run(&llm, sandbox.as_ref(), &e.store, ExecutionMode::Validation, vec![]).run().await.unwrap();
+    assert_eq!(out.stop, StopCause::Finished);
+    let (text, is_error) = tool_results(&llm).remove(0);
+    assert!(text.contains("hacked\nmore") && !is_error, "the command ran on its copy: {text}");
+    assert_eq!(sandbox.read_file(&app).await.unwrap(), b"print('ok')\n", "the workspace is unchanged");
+    let new = WorkspacePath::parse("new.txt").unwrap();
+    assert!(matches!(sandbox.read_file(&new).await, Err(omoi_core::SandboxError::FileNotFound(_))));
+}
+
+#[tokio::test]
+async fn exploration_escape_attempts_through_readonly_programs_are_refused_and_change_nothing() {
+    let e = env();
+    let sandbox = e.provider.create(SandboxSpec::default()).await.unwrap();
+    let notes = WorkspacePath::parse("notes.txt").unwrap();
+    sandbox.write_file(&notes, b"hello\n").await.unwrap();
+    let git =
+        "git init -q -b main && git add -A && git -c user.name=t -c user.email=t@t commit -qm init && git branch keep";
+    assert!(sandbox.exec(ExecRequest::shell(git)).await.unwrap().success());
+    let llm = ScriptedLlm::new();
+    let escapes = [
+        json!(["git", "grep", "-Otouch pwned", "hello"]),
+        json!(["find", ".", "-fprint0", "pwned"]),
+        json!(["find", ".", "-name", "notes.txt", "-exec", "rm", "{}", ";"]),
+        json!(["git", "branch", "-D", "keep"]),
+        json!(["git", "branch", "pwned"]),
+        json!(["git", "-c", "core.pager=touch pwned", "log"]),
+    ];
+    for argv in &escapes {
+        llm.push_tool_call("run_readonly", json!({ "argv": argv }));
+    }
+    llm.push_tool_call("list_files", json!({"path": "-delete"}));
+    llm.push_tool_call("run_readonly", json!({"argv": ["git", "branch", "--list"]}));
+    finish(&llm, "explored");
+    let mut agent = run(&llm, sandbox.as_ref(), &e.store, ExecutionMode::Exploration, vec![]);
+    agent.max_consecutive_errors = 100;
+    let out = agent.run().await.unwrap();
+    assert_eq!(out.stop, StopCause::Finished);
+    let results = tool_results(&llm);
+    for (i, argv) in escapes.iter().enumerate() {
+        assert!(results[i].1 && results[i].0.starts_with("refused"), "{argv}: {:?}", results[i]);
+    }
+    assert!(results[escapes.len()].1, "a path `-delete` is a missing directory, not a find action");
+    let branches = &results[escapes.len() + 1].0;
+    assert!(branches.contains("keep") && !branches.contains("pwned"), "{branches}");
+    assert_eq!(sandbox.read_file(&notes).await.unwrap(), b"hello\n");
+    let listing = sandbox.exec(ExecRequest::shell("ls -A")).await.unwrap().stdout_text();
+    assert_eq!(listing, ".git\nnotes.txt\n");
+}
+
+#[tokio::test]
+async fn read_file_tool_is_capped_and_a_fifo_is_refused_without_hanging() {
+    let e = env();
+    let sandbox = e.provider.create(SandboxSpec::default()).await.unwrap();
+    let big = "x".repeat(3 << 20);
+    sandbox.write_file(&WorkspacePath::parse("big.txt").unwrap(), big.as_bytes()).await.unwrap();
+    assert!(sandbox.exec(ExecRequest::shell("mkfifo pipe")).await.unwrap().success());
+    let llm = ScriptedLlm::new();
+    llm.push_tool_call("read_file", json!({"path": "big.txt"}));
+    llm.push_tool_call("read_file", json!({"path": "pipe"}));
+    finish(&llm, "read");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        run(&llm, sandbox.as_ref(), &e.store, ExecutionMode::Exploration, vec![]).run(),
+    )
+    .await
+    .expect("a FIFO must not hang the tool")
+    .unwrap();
+    assert_eq!(out.stop, StopCause::Finished);
+    let results = tool_results(&llm);
+    let (text, is_error) = &results[0];
+    assert!(!is_error && text.contains("[truncated") && text.len() < 110 * 1024, "{} bytes", text.len());
+    let (text, is_error) = &results[1];
+    assert!(*is_error && text.contains("not a regular file"), "{text}");
 }

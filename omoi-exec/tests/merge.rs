@@ -1,6 +1,6 @@
 //! Conflict-ordered merging with `git merge-tree --write-tree`, on real repositories.
 
-use omoi_exec::git::{GitRepo, merge_in_conflict_order, score_branches};
+use omoi_exec::git::{GitRepo, MergeError, merge_in_conflict_order, score_branches};
 
 async fn write(repo: &GitRepo, file: &str, text: &str) {
     tokio::fs::write(repo.path().join(file), text).await.unwrap();
@@ -92,4 +92,74 @@ async fn all_clean_branches_merge_in_order() {
     assert_eq!(report.merged.len(), 1);
     let err = merge_in_conflict_order(&repo, "main", &names(&["no/such/branch"])).await.unwrap_err();
     assert!(err.to_string().contains("merge-tree"), "{err}");
+}
+
+#[tokio::test]
+async fn dirty_checkout_of_the_base_is_refused_naming_the_branch_and_nothing_moves() {
+    let (_dir, repo) = fixture().await;
+    let before = repo.rev_parse("main").await.unwrap();
+    write(&repo, "b.txt", "uncommitted work\n").await;
+    let err = merge_in_conflict_order(&repo, "main", &names(&["task/clean"])).await.unwrap_err();
+    match &err {
+        MergeError::DirtyCheckout { branch, changes, .. } => {
+            assert_eq!(branch, "main");
+            assert!(changes.iter().any(|c| c.ends_with("b.txt")), "{changes:?}");
+        }
+        other => panic!("expected a dirty checkout, got {other:?}"),
+    }
+    assert!(err.to_string().contains("main"), "{err}");
+    assert_eq!(repo.rev_parse("main").await.unwrap(), before, "the base did not move");
+    assert_eq!(tokio::fs::read_to_string(repo.path().join("b.txt")).await.unwrap(), "uncommitted work\n");
+    assert!(!repo.path().join("c.txt").exists());
+}
+
+#[tokio::test]
+async fn dirty_checkout_in_a_linked_worktree_is_refused_too() {
+    let (dir, repo) = fixture().await;
+    repo.run(&["checkout", "-q", "task/one"]).await.unwrap();
+    let linked = dir.path().join("linked");
+    repo.run(&["worktree", "add", "-q", linked.to_str().unwrap(), "main"]).await.unwrap();
+    tokio::fs::write(linked.join("a.txt"), "edited in the linked worktree\n").await.unwrap();
+    let before = repo.rev_parse("main").await.unwrap();
+    let err = merge_in_conflict_order(&repo, "main", &names(&["task/clean"])).await.unwrap_err();
+    assert!(
+        matches!(&err, MergeError::DirtyCheckout { branch, worktree, .. } if branch == "main" && worktree.ends_with("linked")),
+        "{err:?}"
+    );
+    assert_eq!(repo.rev_parse("main").await.unwrap(), before);
+    assert_eq!(tokio::fs::read_to_string(linked.join("a.txt")).await.unwrap(), "edited in the linked worktree\n");
+}
+
+#[tokio::test]
+async fn dirty_checkout_of_another_branch_is_left_alone_while_the_base_merges() {
+    let (_dir, repo) = fixture().await;
+    repo.run(&["checkout", "-q", "task/two"]).await.unwrap();
+    write(&repo, "a.txt", "work in progress on two\n").await;
+    write(&repo, "scratch.txt", "untracked\n").await;
+    let report = merge_in_conflict_order(&repo, "main", &names(&["task/clean"])).await.unwrap();
+    assert_eq!(report.merged.len(), 1);
+    assert_eq!(repo.run(&["symbolic-ref", "--short", "HEAD"]).await.unwrap().trim(), "task/two");
+    assert_eq!(tokio::fs::read_to_string(repo.path().join("a.txt")).await.unwrap(), "work in progress on two\n");
+    assert_eq!(tokio::fs::read_to_string(repo.path().join("scratch.txt")).await.unwrap(), "untracked\n");
+    assert!(!repo.path().join("c.txt").exists(), "the checked-out worktree was not touched");
+    let files = repo.run(&["ls-tree", "--name-only", "main"]).await.unwrap();
+    assert!(files.lines().any(|f| f == "c.txt"), "{files}");
+}
+
+#[tokio::test]
+async fn dirty_checkout_with_an_untracked_file_the_merge_would_overwrite_is_refused() {
+    let (_dir, repo) = fixture().await;
+    write(&repo, "c.txt", "my own untracked c\n").await;
+    write(&repo, "notes.txt", "harmless untracked\n").await;
+    let before = repo.rev_parse("main").await.unwrap();
+    let err = merge_in_conflict_order(&repo, "main", &names(&["task/clean"])).await.unwrap_err();
+    assert!(matches!(&err, MergeError::DirtyCheckout { branch, .. } if branch == "main"), "{err:?}");
+    assert_eq!(repo.rev_parse("main").await.unwrap(), before);
+    assert_eq!(tokio::fs::read_to_string(repo.path().join("c.txt")).await.unwrap(), "my own untracked c\n");
+    // Without the colliding file the clean checkout follows and the harmless one survives.
+    tokio::fs::remove_file(repo.path().join("c.txt")).await.unwrap();
+    merge_in_conflict_order(&repo, "main", &names(&["task/clean"])).await.unwrap();
+    assert_eq!(tokio::fs::read_to_string(repo.path().join("c.txt")).await.unwrap(), "gamma\n");
+    assert_eq!(tokio::fs::read_to_string(repo.path().join("notes.txt")).await.unwrap(), "harmless untracked\n");
+    assert!(repo.run(&["status", "--porcelain", "--untracked-files=no"]).await.unwrap().trim().is_empty());
 }

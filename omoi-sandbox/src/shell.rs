@@ -32,6 +32,7 @@ pub(crate) fn is_env_name(name: &str) -> bool {
 
 /// What the resolved path must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "daytona"), allow(dead_code))]
 pub(crate) enum Expect {
     /// An existing non-directory; the script prints the resolved path.
     File,
@@ -47,16 +48,19 @@ const MISSING: i64 = 4;
 const IS_DIR: i64 = 5;
 const NOT_DIR: i64 = 6;
 const UNRESOLVABLE: i64 = 7;
+const NOT_REGULAR: i64 = 8;
 
 /// A script that resolves `rel` under `root` like `realpath -m`, refuses a result outside
 /// `root`, checks `expect`, and prints the resolved path. Exit codes are interpreted by
 /// [`interpret`].
 pub(crate) fn resolve_script(root: &str, rel: &WorkspacePath, expect: Expect) -> String {
     let check = match expect {
-        Expect::File => format!(r#"[ -e "$t" ] || exit {MISSING}; [ -d "$t" ] && exit {IS_DIR}; printf '%s' "$t""#),
+        Expect::File => format!(
+            r#"[ -e "$t" ] || exit {MISSING}; [ -d "$t" ] && exit {IS_DIR}; [ -f "$t" ] || exit {NOT_REGULAR}; printf '%s' "$t""#
+        ),
         Expect::Dir => format!(r#"[ -e "$t" ] || exit {MISSING}; [ -d "$t" ] || exit {NOT_DIR}; printf '%s' "$t""#),
         Expect::Writable => format!(
-            r#"[ -d "$t" ] && exit {IS_DIR}; d=$(dirname -- "$t"); mkdir -p -- "$d" 2>/dev/null; [ -d "$d" ] || exit {NOT_DIR}; m=$(stat -c %a -- "$t" 2>/dev/null) || m=644; printf '%s\n%s' "$m" "$t""#
+            r#"[ -d "$t" ] && exit {IS_DIR}; [ -e "$t" ] && ! [ -f "$t" ] && exit {NOT_REGULAR}; d=$(dirname -- "$t"); mkdir -p -- "$d" 2>/dev/null; [ -d "$d" ] || exit {NOT_DIR}; m=$(stat -c %a -- "$t" 2>/dev/null) || m=644; printf '%s\n%s' "$m" "$t""#
         ),
     };
     format!(
@@ -92,6 +96,11 @@ pub(crate) fn interpret(
         Some(OUTSIDE) => return Err(rejected("resolves outside the workspace through a symlink")),
         Some(UNRESOLVABLE) => return Err(rejected("cannot be resolved (symlink loop?)")),
         Some(MISSING) => return Err(SandboxError::FileNotFound(rel.clone())),
+        Some(NOT_REGULAR) => {
+            return Err(SandboxError::InvalidRequest(format!(
+                "{rel} is not a regular file (a FIFO, socket or device)"
+            )));
+        }
         Some(IS_DIR) => return Err(SandboxError::InvalidRequest(format!("{rel} is a directory"))),
         Some(NOT_DIR) if expect == Expect::Dir => {
             return Err(SandboxError::InvalidRequest(format!("{rel} is not a directory")));
@@ -120,16 +129,6 @@ pub(crate) fn interpret(
         });
     }
     Ok(Resolved { path, mode })
-}
-
-/// Splits an absolute path into its directory and file name.
-#[cfg(feature = "docker")]
-pub(crate) fn split_parent(path: &str) -> (&str, &str) {
-    match path.rsplit_once('/') {
-        Some(("", name)) => ("/", name),
-        Some((dir, name)) => (dir, name),
-        None => (".", path),
-    }
 }
 
 #[cfg(test)]

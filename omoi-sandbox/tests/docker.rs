@@ -16,6 +16,7 @@ async fn provider(_clock: Arc<ManualClock>) -> Option<Arc<DockerSandboxProvider>
 }
 
 omoi_core::sandbox_suite!(provider);
+omoi_core::sandbox_read_only_suite!(provider);
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -235,4 +236,178 @@ async fn an_abandoned_exec_kills_its_process_tree() {
     let ps = sandbox.exec(ExecRequest::shell("ps -eo args | grep -c '^sleep 304' || true")).await.unwrap();
     assert_eq!(ps.stdout_text().trim(), "0");
     sandbox.destroy().await.unwrap();
+}
+
+/// Waits (bounded) until exactly `n` containers carry `key=value`.
+async fn until_labelled(docker: &Docker, key: &str, value: &str, n: usize) -> usize {
+    let mut found = containers_labelled(docker, key, value).await.len();
+    for _ in 0..100 {
+        if found == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        found = containers_labelled(docker, key, value).await.len();
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_escape_outside_the_workspace_is_impossible_in_docker() {
+    let Some(builder) = builder() else { return };
+    let provider = builder.build().unwrap();
+    let docker = engine().await;
+    let (key, value) = run_label();
+    // The sandbox itself has the network; its read-only copies never do.
+    let spec = SandboxSpec {
+        network: NetworkPolicy::Full,
+        labels: BTreeMap::from([(key.clone(), value.clone())]),
+        ..SandboxSpec::default()
+    };
+    let sandbox = provider.create(spec).await.unwrap();
+    let script = "touch /tmp/pwned-tmp; touch /var/tmp/pwned-var 2>&1; touch ~/pwned-home 2>&1; \
+                  echo x > /workspace/pwned-ws; ls /sys/class/net; ls /tmp /workspace";
+    let out = sandbox.exec(ExecRequest::shell(script).read_only()).await.unwrap();
+    let seen = out.stdout_text();
+    assert!(seen.contains("Read-only file system"), "the root file system is writable: {seen}");
+    assert!(
+        seen.contains("pwned-tmp") && seen.contains("pwned-ws"),
+        "the copy's /tmp and workspace are writable: {seen}"
+    );
+    let nets: Vec<&str> = seen.lines().filter(|l| *l == "lo" || l.starts_with("eth")).collect();
+    assert_eq!(nets, ["lo"], "a read-only copy has no network: {seen}");
+
+    // (The test engine runs with `--bridge=none`, so the sandbox's own network cannot be shown.)
+    let main = sandbox.exec(ExecRequest::shell("ls -a /tmp /var/tmp /workspace ~")).await.unwrap();
+    let main = main.stdout_text();
+    assert!(!main.contains("pwned"), "a read-only command changed the sandbox: {main}");
+    assert_eq!(containers_labelled(&docker, &key, &value).await.len(), 1, "the read-only copy was not removed");
+    sandbox.destroy().await.unwrap();
+    assert!(containers_labelled(&docker, &key, &value).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_copy_of_an_abandoned_exec_does_not_leak() {
+    let Some(builder) = builder() else { return };
+    let provider = builder.build().unwrap();
+    let docker = engine().await;
+    let (key, value) = run_label();
+    let spec = SandboxSpec { labels: BTreeMap::from([(key.clone(), value.clone())]), ..SandboxSpec::default() };
+    let sandbox = provider.create(spec).await.unwrap();
+    let req = ExecRequest::shell("sleep 300").timeout(Duration::from_secs(600)).read_only();
+    let mut run = Box::pin(sandbox.exec(req));
+    // Give up once the copy exists (two containers carry the label).
+    let gave_up = async {
+        until_labelled(&docker, &key, &value, 2).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    tokio::select! {
+        out = &mut run => panic!("a 300 s command returned: {out:?}"),
+        () = gave_up => {}
+    }
+    drop(run);
+    assert_eq!(until_labelled(&docker, &key, &value, 1).await, 1, "the abandoned read-only copy leaked");
+    sandbox.destroy().await.unwrap();
+    assert!(containers_labelled(&docker, &key, &value).await.is_empty());
+}
+
+/// A command keeps swapping the workspace directory `d` between a real directory, nothing, and
+/// a symlink to `/etc` while `read_file("d/passwd")` and `write_file("d/<name>")` run: every read
+/// returns the workspace's file or a refusal, never `/etc/passwd`, and nothing is ever written
+/// outside the workspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_transfer_escape_through_a_racing_symlink_swap_never_leaves_the_workspace() {
+    let Some(builder) = builder() else { return };
+    let sandbox: Arc<dyn omoi_core::Sandbox> = builder.build().unwrap().create(SandboxSpec::default()).await.unwrap();
+    let marker = format!("omoi-race-{}", uuid::Uuid::now_v7().simple());
+    sandbox.exec(ExecRequest::shell("mkdir real && echo safe > real/passwd")).await.unwrap();
+    let swapper = {
+        let sandbox = Arc::clone(&sandbox);
+        tokio::spawn(async move {
+            let script = "while :; do mv -Tf real d 2>/dev/null; sleep 0.02; mv -Tf d real 2>/dev/null; \
+                          ln -sfn /etc d 2>/dev/null; sleep 0.02; rm -rf d 2>/dev/null; done";
+            sandbox.exec(ExecRequest::shell(script).timeout(Duration::from_secs(600))).await
+        })
+    };
+    let passwd = WorkspacePath::parse("d/passwd").unwrap();
+    let target = WorkspacePath::parse(&format!("d/{marker}")).unwrap();
+    let (mut read_ok, mut write_ok, mut refused) = (0, 0, 0);
+    for _ in 0..100 {
+        let (read, write) = tokio::join!(sandbox.read_file(&passwd), sandbox.write_file(&target, b"race"));
+        match read {
+            Ok(bytes) => {
+                assert_eq!(bytes, b"safe\n", "read something other than the workspace's file");
+                read_ok += 1;
+            }
+            Err(SandboxError::PathRejected(_) | SandboxError::FileNotFound(_) | SandboxError::InvalidRequest(_)) => {
+                refused += 1
+            }
+            Err(e) => panic!("unexpected read error: {e}"),
+        }
+        match write {
+            Ok(()) => write_ok += 1,
+            Err(SandboxError::PathRejected(_) | SandboxError::InvalidRequest(_) | SandboxError::Backend { .. }) => {
+                refused += 1
+            }
+            Err(e) => panic!("unexpected write error: {e}"),
+        }
+    }
+    swapper.abort();
+    println!("race: {read_ok} reads and {write_ok} writes inside the workspace, {refused} refused");
+    assert!(refused > 0, "the swap never interfered: the test did not race");
+    let found = sandbox
+        .exec(ExecRequest::shell(format!(
+            "find / -xdev -name '{marker}' -not -path '/workspace/*' 2>/dev/null; ls -la /etc | grep -c '{marker}' || true"
+        )))
+        .await
+        .unwrap()
+        .stdout_text();
+    assert_eq!(found.trim(), "0", "a file was written outside the workspace: {found}");
+    sandbox.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_sandbox_gets_the_config_limits_and_a_fork_bomb_is_stopped() {
+    let Some(builder) = builder() else { return };
+    let sandbox = builder.build().unwrap().create(SandboxSpec::default()).await.unwrap();
+    let defaults = omoi_core::config::SandboxConfig::default();
+    let host = inspect_sandbox(&engine().await, sandbox.id()).await.host_config.unwrap();
+    assert_eq!(host.nano_cpus, Some((defaults.cpus * 1e9) as i64));
+    assert_eq!(host.memory, Some((defaults.memory_mib << 20) as i64));
+    assert_eq!(host.pids_limit, Some(defaults.pids as i64));
+    // More processes than the default pids limit: the kernel refuses the forks past it.
+    let bomb = format!("for i in $(seq {}); do sleep 30 & done; ps -e | wc -l", defaults.pids + 100);
+    let out = sandbox.exec(ExecRequest::shell(bomb).timeout(Duration::from_secs(120))).await.unwrap();
+    let text = format!("{}{}", out.stdout_text(), out.stderr_text());
+    assert!(
+        text.contains("fork") || text.contains("Resource temporarily unavailable"),
+        "the fork bomb was not stopped: {text}"
+    );
+    sandbox.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_memory_limit_stops_a_big_allocation() {
+    let Some(builder) = builder() else { return };
+    let config = omoi_core::config::SandboxConfig { memory_mib: 64, ..Default::default() };
+    let sandbox = builder.config(&config).build().unwrap().create(SandboxSpec::default()).await.unwrap();
+    let alloc = "python3 -c \"b = bytearray(512 << 20); b[::4096] = b'x' * len(b[::4096]); print('allocated')\"";
+    let out = sandbox.exec(ExecRequest::shell(alloc).timeout(Duration::from_secs(120))).await.unwrap();
+    assert!(!out.success() && !out.stdout_text().contains("allocated"), "512 MiB fit in a 64 MiB sandbox: {out:?}");
+    let small = sandbox.exec(ExecRequest::shell("python3 -c \"b = bytearray(8 << 20); print('ok')\"")).await.unwrap();
+    assert_eq!(small.stdout_text(), "ok\n");
+    sandbox.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_create_timeout_fails_a_slow_creation_and_leaves_no_container() {
+    let Some(builder) = builder() else { return };
+    let config = omoi_core::config::SandboxConfig { create_timeout: Duration::from_millis(1), ..Default::default() };
+    let provider = builder.config(&config).build().unwrap();
+    let (key, value) = run_label();
+    let spec = SandboxSpec { labels: BTreeMap::from([(key.clone(), value.clone())]), ..SandboxSpec::default() };
+    match provider.create(spec).await {
+        Err(SandboxError::CreateFailed { step: "timeout", .. }) => {}
+        other => panic!("expected a creation timeout, got {:?}", other.map(|s| s.id())),
+    }
+    assert_eq!(until_labelled(&engine().await, &key, &value, 0).await, 0, "the timed-out creation left a container");
 }

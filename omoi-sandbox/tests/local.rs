@@ -12,6 +12,7 @@ async fn provider(_clock: Arc<ManualClock>) -> Option<Arc<LocalSandboxProvider>>
 }
 
 omoi_core::sandbox_suite!(provider);
+omoi_core::sandbox_read_only_suite!(provider);
 
 fn local() -> LocalSandboxProvider {
     LocalSandboxProvider::temp().expect("temporary root")

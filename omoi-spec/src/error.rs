@@ -60,6 +60,17 @@ pub enum SpecError {
         /// Its state.
         state: SpecState,
     },
+    /// `approve` or `reject` came after the gate's `approval_timeout`: the gate expired and
+    /// the spec is now `Failed` at that phase (running it again re-opens the gate).
+    #[error("approval of {phase} timed out after {waited:?} (limit {limit:?}); the spec failed at {phase}")]
+    ApprovalTimedOut {
+        /// The gated phase.
+        phase: SpecPhase,
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// The configured `approval_timeout`.
+        limit: std::time::Duration,
+    },
     /// The spec was cancelled.
     #[error("spec is cancelled")]
     Cancelled,
@@ -75,7 +86,8 @@ impl SpecError {
             SpecError::PhaseFailed { phase, .. }
             | SpecError::Budget { phase, .. }
             | SpecError::Model { phase, .. }
-            | SpecError::Executor { phase, .. } => Some(*phase),
+            | SpecError::Executor { phase, .. }
+            | SpecError::ApprovalTimedOut { phase, .. } => Some(*phase),
             SpecError::Sync(_) => Some(SpecPhase::Sync),
             SpecError::CorruptCheckpoint(c) => Some(c.phase),
             _ => None,

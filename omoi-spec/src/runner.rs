@@ -36,7 +36,12 @@ pub enum RunOutcome {
 /// - A passed phase is checkpointed ([`SpecStore::save_checkpoint`]); a later run, by this or a
 ///   fresh runner, skips every checkpointed phase (OmoiOS re-ran them all).
 /// - Phases listed in `approval_gates` stop the run in `AwaitingApproval`; [`SpecRunner::reject`]
-///   re-runs the phase with the reviewer's feedback.
+///   re-runs the phase with the reviewer's feedback. A gate open longer than `approval_timeout`
+///   (on the [`Clock`], from when the spec started waiting) expires: [`SpecRunner::approve`] and
+///   [`SpecRunner::reject`] then fail with [`SpecError::ApprovalTimedOut`],
+///   [`SpecRunner::expire_approvals`] sweeps every expired gate, and an expired spec is
+///   `Failed` at its phase (a `spec.phase_failed` event says why); running it again re-opens
+///   the gate.
 /// - Model calls go through a [`Budget`] built from `max_tokens` / `max_cost_usd` and the
 ///   spec's persisted usage, so the budget spans resumes.
 /// - Every attempt start, evaluation, retry and failure is appended to the [`EventStore`]; state
@@ -138,10 +143,47 @@ impl SpecRunner {
     }
 
     async fn awaiting(&self, id: SpecId) -> Result<SpecPhase, SpecError> {
-        match self.specs.get_spec(id).await?.state {
-            SpecState::AwaitingApproval { phase } => Ok(phase),
+        let spec = self.specs.get_spec(id).await?;
+        match spec.state {
+            SpecState::AwaitingApproval { phase } => match self.expired(&spec) {
+                Some(waited) => Err(self.expire(id, phase, waited).await),
+                None => Ok(phase),
+            },
             state => Err(SpecError::NotAwaitingApproval { state }),
         }
+    }
+
+    /// How long `spec` has waited, if that is past `approval_timeout`.
+    fn expired(&self, spec: &Spec) -> Option<Duration> {
+        let waited = (self.clock.now() - spec.updated_at).to_std().unwrap_or_default();
+        (waited >= self.config.approval_timeout).then_some(waited)
+    }
+
+    /// Fails spec `id` at its expired gate `phase`; returns the error that says so.
+    async fn expire(&self, id: SpecId, phase: SpecPhase, waited: Duration) -> SpecError {
+        let error = SpecError::ApprovalTimedOut { phase, waited, limit: self.config.approval_timeout };
+        tracing::warn!(spec = %id, %phase, ?waited, "approval gate expired");
+        // Reject leaves the gate (the phase keeps its checkpoint), Fail records the failure.
+        if let Err(e) = self.specs.transition_spec(id, SpecEvent::Reject).await {
+            return e.into();
+        }
+        self.fail(id, phase, &error).await;
+        error
+    }
+
+    /// Fails every spec whose approval gate has been open longer than `approval_timeout`;
+    /// returns them. Call it periodically (a gate is also checked on `approve` / `reject`).
+    pub async fn expire_approvals(&self) -> Result<Vec<SpecId>, SpecError> {
+        let mut expired = Vec::new();
+        for spec in self.specs.list_specs().await? {
+            if let SpecState::AwaitingApproval { phase } = spec.state
+                && let Some(waited) = self.expired(&spec)
+            {
+                self.expire(spec.id, phase, waited).await;
+                expired.push(spec.id);
+            }
+        }
+        Ok(expired)
     }
 
     async fn drive(&self, id: SpecId, mut forced: Option<(SpecPhase, String)>) -> Result<RunOutcome, SpecError> {

@@ -378,3 +378,39 @@ async fn an_empty_idea_or_title_is_refused_before_anything_is_stored_or_asked() 
     assert!(h.llm.requests().is_empty(), "no model call was made");
     assert!(h.store.list_specs().await.unwrap().is_empty(), "nothing was stored");
 }
+
+#[tokio::test]
+async fn approval_timeout_expires_a_gate_and_running_again_reopens_it() {
+    let config = SpecConfig {
+        approval_gates: vec![SpecPhase::Requirements],
+        approval_timeout: Duration::from_secs(600),
+        ..SpecConfig::default()
+    };
+    let h = Harness::new(config);
+    push_happy_path(&h.llm);
+    let ((id, outcome), _) = h.drive(|r| async move { r.start(new_spec()).await.unwrap() }).await;
+    assert_eq!(outcome, RunOutcome::AwaitingApproval(SpecPhase::Requirements));
+    // Inside the timeout nothing expires.
+    h.clock.advance(Duration::from_secs(599));
+    assert!(h.runner.expire_approvals().await.unwrap().is_empty());
+    h.clock.advance(Duration::from_secs(1));
+    let (err, _) = h.drive(move |r| async move { r.approve(id).await.unwrap_err() }).await;
+    match err {
+        SpecError::ApprovalTimedOut { phase, waited, limit } => {
+            assert_eq!((phase, limit), (SpecPhase::Requirements, Duration::from_secs(600)));
+            assert!(waited >= limit);
+        }
+        other => panic!("expected an approval timeout, got {other:?}"),
+    }
+    assert_eq!(h.store.get_spec(id).await.unwrap().state, SpecState::Failed { phase: SpecPhase::Requirements });
+    assert!(h.llm.requests_on("phase:design").is_empty(), "an expired gate lets nothing through");
+    let trail = h.event_trail().await;
+    assert!(trail.iter().any(|e| e.starts_with("spec.phase_failed")), "{trail:?}");
+    // Running again re-opens the gate (the phase is checkpointed, not re-asked), with a fresh timer.
+    let (again, _) = h.drive(move |r| async move { r.run(id).await.unwrap() }).await;
+    assert_eq!(again, RunOutcome::AwaitingApproval(SpecPhase::Requirements));
+    assert_eq!(h.llm.requests_on("phase:requirements").len(), 1);
+    h.clock.advance(Duration::from_secs(700));
+    assert_eq!(h.runner.expire_approvals().await.unwrap(), vec![id], "the sweep expires it too");
+    assert_eq!(h.store.get_spec(id).await.unwrap().state, SpecState::Failed { phase: SpecPhase::Requirements });
+}

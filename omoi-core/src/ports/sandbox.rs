@@ -81,6 +81,12 @@ pub struct ExecRequest {
     pub timeout: Duration,
     /// Keep at most this many bytes of each output stream.
     pub output_limit: usize,
+    /// Run against a throwaway copy of the workspace, discarded afterwards: whatever the
+    /// command does, the workspace is unchanged. Adapters that isolate (Docker) also run it
+    /// with a read-only root file system and no network; an adapter that cannot honour it
+    /// refuses the request with [`SandboxError::InvalidRequest`].
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl ExecRequest {
@@ -102,7 +108,14 @@ impl ExecRequest {
             stdin: None,
             timeout: Duration::from_secs(60),
             output_limit: 1 << 20,
+            read_only: false,
         }
+    }
+
+    /// Runs the command read-only (see [`ExecRequest::read_only`]).
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
     }
 
     /// Sets the timeout.
@@ -351,8 +364,19 @@ pub trait Sandbox: Send + Sync {
     /// Writes a file (creating parent directories), replacing any existing one.
     async fn write_file(&self, path: &WorkspacePath, contents: &[u8]) -> Result<(), SandboxError>;
 
-    /// Reads a file.
+    /// Reads a file. Only regular files are read: a FIFO, socket or device node is refused
+    /// with [`SandboxError::InvalidRequest`] (never opened and waited on).
     async fn read_file(&self, path: &WorkspacePath) -> Result<Vec<u8>, SandboxError>;
+
+    /// Reads at most `limit` bytes of a file; also says whether the file is longer. Adapters
+    /// read no more than that; this default reads the whole file (up to the adapter's own
+    /// file limit) and cuts it.
+    async fn read_file_prefix(&self, path: &WorkspacePath, limit: u64) -> Result<(Vec<u8>, bool), SandboxError> {
+        let mut bytes = self.read_file(path).await?;
+        let cut = bytes.len() as u64 > limit;
+        bytes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok((bytes, cut))
+    }
 
     /// Current status.
     async fn status(&self) -> Result<SandboxStatus, SandboxError>;

@@ -174,6 +174,25 @@ macro_rules! sandbox_suite {
                 destroy_is_idempotent_and_final,
                 sandboxes_do_not_share_files,
                 concurrent_execs_in_one_sandbox_all_succeed,
+                special_files_in_the_workspace_are_refused_not_waited_on,
+                read_file_prefix_returns_at_most_the_limit,
+            ]
+        );
+    };
+}
+
+/// Runs the read-only execution suite ([`ExecRequest::read_only`](crate::ExecRequest)) against
+/// an adapter that supports it; same factory as [`sandbox_suite!`].
+#[macro_export]
+macro_rules! sandbox_read_only_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            sandbox_read_only,
+            $factory,
+            [
+                read_only_escape_through_shell_redirection_changes_nothing,
+                read_only_escape_through_find_and_git_changes_nothing,
+                read_only_commands_see_the_workspace_and_their_copy_is_removed,
             ]
         );
     };

@@ -7,6 +7,12 @@
 //! task's mode and the budgets of [`ExecConfig`]; on `finish`, commit the work on the task
 //! branch and bring the branch back to the origin (implementation), or discard any change a
 //! read-only mode left behind (exploration, validation); destroy the sandbox whatever happened.
+//!
+//! "Whatever happened" is a guard, not a line at the end: success and failure destroy the
+//! sandbox before `execute` returns; an execution that is abandoned (its future dropped when the
+//! lease is lost or shutdown passes its grace period) or that panics destroys it from the
+//! guard's `Drop`, in a background task the worker waits for
+//! ([`TaskExecutor::wait_for_cleanup`]) before it stops.
 
 use std::sync::Arc;
 
@@ -15,6 +21,8 @@ use omoi_core::config::ExecConfig;
 use omoi_core::{Clock, EventStore, ExecutionMode, LlmClient, Sandbox, SandboxProvider, SandboxSpec, Task, TaskStore};
 use serde_json::{Value, json};
 use tracing::{Instrument, info, info_span, warn};
+
+use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, BudgetLimits};
 use super::mailbox::Mailboxes;
@@ -39,6 +47,42 @@ pub struct AgentExecutor {
     sandbox_spec: SandboxSpec,
     mailboxes: Mailboxes,
     synthesis: SynthesisStrategy,
+    /// Destroys of abandoned sandboxes still running in the background.
+    cleanup: TaskTracker,
+}
+
+/// Destroys its sandbox exactly once: [`SandboxGuard::destroy`] on the normal paths, `Drop` (in
+/// a tracked background task) when the execution is abandoned or panics.
+struct SandboxGuard {
+    sandbox: Option<Arc<dyn Sandbox>>,
+    cleanup: TaskTracker,
+}
+
+impl SandboxGuard {
+    async fn destroy(mut self) {
+        if let Some(sandbox) = self.sandbox.take() {
+            destroy_logged(sandbox).await;
+        }
+    }
+}
+
+impl Drop for SandboxGuard {
+    fn drop(&mut self) {
+        let Some(sandbox) = self.sandbox.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                warn!(sandbox = %sandbox.id(), "execution abandoned; destroying its sandbox in the background");
+                self.cleanup.spawn_on(destroy_logged(sandbox), &runtime);
+            }
+            Err(_) => tracing::error!(sandbox = %sandbox.id(), "no runtime left to destroy an abandoned sandbox"),
+        }
+    }
+}
+
+async fn destroy_logged(sandbox: Arc<dyn Sandbox>) {
+    if let Err(e) = sandbox.destroy().await {
+        warn!(sandbox = %sandbox.id(), error = %e, "sandbox destroy failed");
+    }
 }
 
 impl std::fmt::Debug for AgentExecutor {
@@ -74,6 +118,7 @@ impl AgentExecutor {
             sandbox_spec: SandboxSpec::default(),
             mailboxes: Mailboxes::new(),
             synthesis: SynthesisStrategy::default(),
+            cleanup: TaskTracker::new(),
         }
     }
 
@@ -246,14 +291,19 @@ impl TaskExecutor for AgentExecutor {
                 ..ExecError::permanent(format!("sandbox: {e}"))
             })?;
             info!(sandbox = %sandbox.id(), "sandbox ready");
+            let guard = SandboxGuard { sandbox: Some(Arc::clone(&sandbox)), cleanup: self.cleanup.clone() };
             let result = self.in_sandbox(task, ctx, sandbox.as_ref()).await;
-            if let Err(e) = sandbox.destroy().await {
-                warn!(error = %e, "sandbox destroy failed");
-            }
+            guard.destroy().await;
             result
         }
         .instrument(span)
         .await
+    }
+
+    async fn wait_for_cleanup(&self) {
+        self.cleanup.close();
+        self.cleanup.wait().await;
+        self.cleanup.reopen();
     }
 }
 

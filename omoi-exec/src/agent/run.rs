@@ -192,6 +192,7 @@ impl AgentRun<'_> {
             sandbox: self.sandbox,
             command_timeout: self.command_timeout,
             output_limit: self.output_limit,
+            read_only: self.policy.read_only(),
         };
         let mut rec = Recorder { events: self.events, task_id: self.task_id, agent_id: self.agent_id, step: 0 };
         let mut messages = vec![Message::user(self.prompt.clone())];
@@ -229,7 +230,22 @@ impl AgentRun<'_> {
                 temperature: None,
                 labels: self.request_labels(),
             };
-            let response = self.llm.complete(&request).await?;
+            // A cancellation also interrupts a model call in flight (a hung provider must not
+            // keep a cancelled task, and its sandbox, alive).
+            let cancelled = async {
+                match &self.cancel {
+                    Some(c) => c.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let response = tokio::select! {
+                r = self.llm.complete(&request) => r?,
+                () = cancelled => {
+                    rec.step("cancelled", json!({})).await?;
+                    out.stop = StopCause::Cancelled;
+                    return Ok(out);
+                }
+            };
             for g in &self.gates {
                 g.after_call(&response.usage);
             }

@@ -110,6 +110,8 @@ pub(crate) struct ToolRunner<'a> {
     pub(crate) sandbox: &'a dyn Sandbox,
     pub(crate) command_timeout: Duration,
     pub(crate) output_limit: usize,
+    /// Commands run read-only (exploration, validation): see [`ToolPolicy::read_only`](super::policy::ToolPolicy::read_only).
+    pub(crate) read_only: bool,
 }
 
 #[derive(Deserialize)]
@@ -232,14 +234,21 @@ impl ToolRunner<'_> {
             Ok(p) => p,
             Err(e) => return Ok(e),
         };
-        match self.sandbox.read_file(&path).await {
-            Ok(bytes) => Ok(match String::from_utf8(bytes) {
-                Ok(text) if text.len() > READ_LIMIT => {
-                    let cut = text.char_indices().take_while(|(i, _)| *i < READ_LIMIT).last().map_or(0, |(i, _)| i);
-                    ToolOutcome::ok(format!("{}\n[truncated: file is {} bytes]", &text[..cut], text.len()))
-                }
+        // Never more than the cap is read, whatever the file's size.
+        match self.sandbox.read_file_prefix(&path, READ_LIMIT as u64).await {
+            Ok((bytes, cut)) => Ok(match String::from_utf8(bytes) {
+                Ok(text) if cut => ToolOutcome::ok(format!("{text}\n[truncated: file is over {READ_LIMIT} bytes]")),
                 Ok(text) => ToolOutcome::ok(text),
-                Err(e) => ToolOutcome::error(format!("{path} is binary ({} bytes), not shown", e.as_bytes().len())),
+                // A cut can split a character: keep the valid prefix.
+                Err(e) if cut && e.utf8_error().error_len().is_none() => {
+                    let valid = e.utf8_error().valid_up_to();
+                    let bytes = e.into_bytes();
+                    let text = String::from_utf8_lossy(&bytes[..valid]);
+                    ToolOutcome::ok(format!("{text}\n[truncated: file is over {READ_LIMIT} bytes]"))
+                }
+                Err(e) => {
+                    ToolOutcome::error(format!("{path} is binary ({} bytes read), not shown", e.as_bytes().len()))
+                }
             }),
             Err(e) => soft(e),
         }
@@ -251,7 +260,12 @@ impl ToolRunner<'_> {
                 Ok(x) => x,
                 Err(e) => return Ok(e),
             };
-        let dir = if path.is_root() { ".".to_owned() } else { path.to_string() };
+        // A path such as `-delete` must stay a path, never become a `find` action.
+        let dir = match path.as_str() {
+            "" => ".".to_owned(),
+            p if p.starts_with('-') => format!("./{p}"),
+            p => p.to_owned(),
+        };
         let depth = depth.to_string();
         let argv = [
             "find",
@@ -305,7 +319,7 @@ impl ToolRunner<'_> {
         if let Err(why) = readonly_argv_allowed(&a.argv) {
             return Ok(ToolOutcome::error(format!("refused: {why}")));
         }
-        let out = self.exec(ExecRequest::argv(a.argv).timeout(self.command_timeout)).await?;
+        let out = self.exec(ExecRequest::argv(a.argv).timeout(self.command_timeout).read_only()).await?;
         Ok(ToolOutcome::Output { text: render(&out), is_error: !out.success() })
     }
 
@@ -345,7 +359,11 @@ impl ToolRunner<'_> {
             Err(e) => return Ok(e),
         };
         let timeout = a.timeout_secs.map_or(self.command_timeout, |s| Duration::from_secs(s).min(self.command_timeout));
-        let out = self.exec(ExecRequest::shell(a.command).timeout(timeout)).await?;
+        let mut req = ExecRequest::shell(a.command).timeout(timeout);
+        if self.read_only {
+            req = req.read_only();
+        }
+        let out = self.exec(req).await?;
         Ok(ToolOutcome::Output { text: render(&out), is_error: !out.success() })
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use tracing::info_span;
 
-use super::repo::{GitError, GitRepo};
+use super::repo::{GitError, GitRepo, MergeError};
 
 /// A branch's conflict score against the base.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +53,13 @@ pub async fn score_branches(repo: &GitRepo, base: &str, branches: &[String]) -> 
 }
 
 /// Merges `branches` into `base` in conflict order, stopping at the first conflict.
-pub async fn merge_in_conflict_order(repo: &GitRepo, base: &str, branches: &[String]) -> Result<MergeReport, GitError> {
+/// A base branch checked out with local changes stops the run with
+/// [`MergeError::DirtyCheckout`] before anything moves.
+pub async fn merge_in_conflict_order(
+    repo: &GitRepo,
+    base: &str,
+    branches: &[String],
+) -> Result<MergeReport, MergeError> {
     async {
         let order = score_branches(repo, base, branches).await?;
         let mut merged = Vec::new();

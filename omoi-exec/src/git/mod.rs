@@ -10,5 +10,5 @@ mod repo;
 mod workspace;
 
 pub use merge::{BranchScore, MergeReport, MergeStop, merge_in_conflict_order, score_branches};
-pub use repo::{GitError, GitOutput, GitRepo, MergeTree};
-pub use workspace::{Workspace, WorkspaceError, task_branch};
+pub use repo::{GitError, GitOutput, GitRepo, MergeError, MergeTree};
+pub use workspace::{DEFAULT_IGNORES, Workspace, WorkspaceError, task_branch};

@@ -172,23 +172,87 @@ impl GitRepo {
 
     /// Records a merge commit of `tree` with parents `base` and `branch` and moves `base` to it.
     /// Needs no worktree, so it also works on bare repositories.
-    pub async fn commit_merge(&self, base: &str, branch: &str, tree: &str, message: &str) -> Result<String, GitError> {
+    ///
+    /// Nobody's work is ever destroyed: where `base` is checked out (in this repository or a
+    /// linked worktree) with uncommitted changes to tracked files, the merge is refused with
+    /// [`MergeError::DirtyCheckout`] and nothing moves. A clean checkout of `base` is carried
+    /// forward with a two-tree `git read-tree -m -u`, which itself refuses to overwrite an
+    /// untracked file; any other worktree is not touched at all.
+    pub async fn commit_merge(
+        &self,
+        base: &str,
+        branch: &str,
+        tree: &str,
+        message: &str,
+    ) -> Result<String, MergeError> {
         let base_sha = self.rev_parse(base).await?;
         let branch_sha = self.rev_parse(branch).await?;
+        let checkouts = self.checkouts_of(base).await?;
+        for wt in &checkouts {
+            let changes = wt.run(&["status", "--porcelain", "--untracked-files=no"]).await?;
+            let changes: Vec<String> = changes.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
+            if !changes.is_empty() {
+                return Err(MergeError::DirtyCheckout { branch: base.to_owned(), worktree: wt.path.clone(), changes });
+            }
+        }
         let commit = self.run(&["commit-tree", tree, "-p", &base_sha, "-p", &branch_sha, "-m", message]).await?;
         let commit = commit.trim().to_owned();
-        self.run(&["update-ref", &format!("refs/heads/{base}"), &commit, &base_sha]).await?;
-        if self.is_checked_out(base).await? {
-            self.run(&["reset", "-q", "--hard", &commit]).await?;
+        let mut moved: Vec<&GitRepo> = Vec::new();
+        for wt in &checkouts {
+            let out = wt.exec(&["read-tree", "-m", "-u", &base_sha, &commit]).await?;
+            if out.code != 0 {
+                for done in moved {
+                    let _ = done.exec(&["read-tree", "-m", "-u", &commit, &base_sha]).await;
+                }
+                let changes = out.stderr.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
+                return Err(MergeError::DirtyCheckout { branch: base.to_owned(), worktree: wt.path.clone(), changes });
+            }
+            moved.push(wt);
+        }
+        if let Err(e) = self.run(&["update-ref", &format!("refs/heads/{base}"), &commit, &base_sha]).await {
+            for done in moved {
+                let _ = done.exec(&["read-tree", "-m", "-u", &commit, &base_sha]).await;
+            }
+            return Err(e.into());
         }
         Ok(commit)
     }
 
-    async fn is_checked_out(&self, branch: &str) -> Result<bool, GitError> {
-        let out = self.exec(&["symbolic-ref", "--quiet", "--short", "HEAD"]).await?;
-        let bare = self.run(&["rev-parse", "--is-bare-repository"]).await?.trim() == "true";
-        Ok(!bare && out.code == 0 && out.stdout.trim() == branch)
+    /// The non-bare worktrees (this one and linked ones) that have `branch` checked out.
+    async fn checkouts_of(&self, branch: &str) -> Result<Vec<GitRepo>, GitError> {
+        let list = self.run(&["worktree", "list", "--porcelain"]).await?;
+        let wanted = format!("branch refs/heads/{branch}");
+        let mut found = Vec::new();
+        for entry in list.split("\n\n") {
+            let mut lines = entry.lines();
+            let Some(path) = lines.next().and_then(|l| l.strip_prefix("worktree ")) else { continue };
+            let lines: Vec<&str> = lines.collect();
+            if lines.contains(&"bare") || !lines.contains(&wanted.as_str()) {
+                continue;
+            }
+            found.push(GitRepo::open(path));
+        }
+        Ok(found)
     }
+}
+
+/// Why a merge could not be recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// The base branch is checked out with local changes (or untracked files the merge would
+    /// overwrite); nothing was changed.
+    #[error("branch {branch} is checked out at {} with local changes; commit or stash them first: {}", worktree.display(), changes.join("; "))]
+    DirtyCheckout {
+        /// The branch that would have moved.
+        branch: String,
+        /// The worktree holding the changes.
+        worktree: PathBuf,
+        /// The changes (`git status --porcelain` lines, or what git refused to overwrite).
+        changes: Vec<String>,
+    },
+    /// A git command failed.
+    #[error(transparent)]
+    Git(#[from] GitError),
 }
 
 /// The result of a dry-run merge.
@@ -203,6 +267,11 @@ pub struct MergeTree {
 fn tempfile_path(repo: &Path, name: &str) -> PathBuf {
     let git_dir = if repo.join(".git").is_dir() { repo.join(".git") } else { repo.to_path_buf() };
     git_dir.join(format!("omoi-{}-{name}", uuid::Uuid::now_v7()))
+}
+
+/// Quotes `s` as one POSIX shell word.
+pub(crate) fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn path_str(p: &Path) -> &str {

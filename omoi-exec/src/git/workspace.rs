@@ -38,6 +38,28 @@ const SEED: &str = ".omoi-seed.bundle";
 const OUT: &str = ".omoi-out.bundle";
 const GIT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Build artifacts and caches never committed from a workspace, whether or not the repository
+/// has a `.gitignore` (they go to `.git/info/exclude`, which a repository's own `.gitignore`
+/// overrides, e.g. with `!target/`). Files already tracked stay tracked.
+pub const DEFAULT_IGNORES: &[&str] = &[
+    ".omoi-*",
+    "__pycache__/",
+    "*.py[cod]",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".tox/",
+    ".venv/",
+    "*.egg-info/",
+    ".coverage",
+    "node_modules/",
+    "target/",
+    ".gradle/",
+    "*.class",
+    "*.o",
+    ".DS_Store",
+];
+
 /// A git checkout in a sandbox's workspace root.
 pub struct Workspace<'a> {
     sandbox: &'a dyn Sandbox,
@@ -75,7 +97,8 @@ impl<'a> Workspace<'a> {
                 ws.git(&["checkout", "-q", "-b", branch]).await?;
             }
         }
-        ws.sh("printf '.omoi-*\\n' >> .git/info/exclude").await?;
+        let patterns: Vec<String> = DEFAULT_IGNORES.iter().map(|p| super::repo::sh_quote(p)).collect();
+        ws.sh(&format!("mkdir -p .git/info && printf '%s\\n' {} >> .git/info/exclude", patterns.join(" "))).await?;
         Ok(ws)
     }
 
@@ -84,8 +107,9 @@ impl<'a> Workspace<'a> {
         &self.branch
     }
 
-    /// Commits every change on the task branch. Returns the new commit, or `None` if there was
-    /// nothing to commit.
+    /// Commits every change on the task branch, except what the repository's `.gitignore` and
+    /// [`DEFAULT_IGNORES`] exclude. Returns the new commit, or `None` if there was nothing to
+    /// commit.
     pub async fn commit_all(&self, message: &str) -> Result<Option<String>, WorkspaceError> {
         self.git(&["add", "-A"]).await?;
         let clean = self.exec_git(&["diff", "--cached", "--quiet"]).await?.exit_code == Some(0);

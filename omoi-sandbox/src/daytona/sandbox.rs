@@ -173,6 +173,11 @@ impl DaytonaSandbox {
 
     async fn exec_inner(&self, req: ExecRequest) -> Result<ExecOutput, SandboxError> {
         self.alive()?;
+        if req.read_only {
+            return Err(SandboxError::InvalidRequest(
+                "daytona cannot run a command read-only (no throwaway copy of the workspace); use docker".into(),
+            ));
+        }
         let argv = match req.command {
             Command::Argv(argv) => argv,
             Command::Shell(script) => vec!["sh".into(), "-c".into(), script],

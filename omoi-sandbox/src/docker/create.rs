@@ -84,6 +84,7 @@ pub(super) async fn create(shared: Arc<Shared>, spec: SandboxSpec) -> Result<Arc
     let id = SandboxId::new();
     let span = tracing::info_span!("sandbox.create", provider = "docker", sandbox_id = %id);
     let (tx, rx) = oneshot::channel();
+    let timeout = shared.config.create_timeout;
     tokio::spawn(
         async move {
             let result = run(shared, id, spec).await;
@@ -96,15 +97,24 @@ pub(super) async fn create(shared: Arc<Shared>, spec: SandboxSpec) -> Result<Arc
         }
         .instrument(span),
     );
-    let sandbox = rx.await.map_err(|_| SandboxError::Backend {
-        provider: "docker",
-        message: "sandbox creation task panicked".into(),
-    })??;
+    // Past the timeout the caller gets an error and the creation task, finding nobody to hand
+    // its sandbox to, removes it.
+    let sandbox = tokio::time::timeout(timeout, rx)
+        .await
+        .map_err(|_| SandboxError::CreateFailed {
+            step: "timeout",
+            message: format!("sandbox creation took longer than {timeout:?}"),
+        })?
+        .map_err(|_| SandboxError::Backend {
+            provider: "docker",
+            message: "sandbox creation task panicked".into(),
+        })??;
     Ok(sandbox as Arc<dyn Sandbox>)
 }
 
 async fn run(shared: Arc<Shared>, id: SandboxId, spec: SandboxSpec) -> Result<Arc<DockerSandbox>, SandboxError> {
     let body = container_body(&shared, id, &spec)?;
+    let readonly_template = body.clone();
     let docker = shared.docker().await?.clone();
     let mut saga = Saga::new("docker");
 
@@ -124,7 +134,7 @@ async fn run(shared: Arc<Shared>, id: SandboxId, spec: SandboxSpec) -> Result<Ar
     let (d, c) = (docker.clone(), container.clone());
     saga.compensate("kill_container", async move { kill_container(&d, &c).await.map_err(|e| e.to_string()) });
 
-    let sandbox = Arc::new(DockerSandbox::new(Arc::clone(&shared), id, container));
+    let sandbox = Arc::new(DockerSandbox::new(Arc::clone(&shared), id, container, readonly_template));
     saga.step("prepare_workspace", prepare_workspace(&sandbox)).await?;
     for argv in &shared.config.setup {
         saga.step("setup", setup(&sandbox, argv.clone())).await?;

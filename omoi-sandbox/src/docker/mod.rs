@@ -3,6 +3,7 @@
 mod create;
 mod exec;
 mod files;
+mod readonly;
 mod sandbox;
 
 use std::fmt;
@@ -10,6 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use std::time::Duration;
+
+use omoi_core::config::SandboxConfig;
 use omoi_core::{ResourceLimits, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
 use tokio::sync::OnceCell;
 
@@ -28,11 +32,18 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 ///   image needs a POSIX `sh` and GNU coreutils, plus `setsid` from util-linux);
 /// - **no network** (`network_mode: none`) unless [`NetworkPolicy::Full`](omoi_core::NetworkPolicy::Full);
 /// - cpu/memory/pids limits from the spec, falling back to
-///   [`default_limits`](DockerSandboxProviderBuilder::default_limits);
+///   [`default_limits`](DockerSandboxProviderBuilder::default_limits), which default to the
+///   `sandbox` section of the configuration ([`config`](DockerSandboxProviderBuilder::config));
 /// - a **non-root user** (default `1000:1000`), all capabilities dropped, `no-new-privileges`,
 ///   and an init process that reaps orphans;
 /// - labels `omoi.sandbox=<sandbox id>` plus the spec's labels; environment from the spec;
 /// - kept alive by `sleep infinity`.
+///
+/// A [read-only](omoi_core::ExecRequest::read_only) command runs in a throwaway container from
+/// the same template with a **read-only root file system** and **no network** (whatever the
+/// spec's policy), `/workspace` and `/tmp` on tmpfs, the workspace copied in with `tar`; the
+/// container is removed afterwards (also when the caller stops waiting). Its containers carry
+/// `omoi.sandbox.readonly=<sandbox id>` instead of `omoi.sandbox`, plus the spec's labels.
 ///
 /// Creation is a saga (create container → start → prepare workspace → setup commands): a
 /// failure at any step removes the container, and the error names the step.
@@ -78,6 +89,7 @@ pub(crate) struct Config {
     pub(crate) user: String,
     pub(crate) setup: Vec<Vec<String>>,
     pub(crate) max_file_bytes: u64,
+    pub(crate) create_timeout: Duration,
 }
 
 impl Shared {
@@ -119,17 +131,31 @@ pub struct DockerSandboxProviderBuilder {
     user: String,
     setup: Vec<Vec<String>>,
     max_file_bytes: u64,
+    create_timeout: Duration,
+}
+
+/// The limits a [`SandboxConfig`] gives every sandbox.
+fn config_limits(config: &SandboxConfig) -> ResourceLimits {
+    ResourceLimits {
+        cpus: Some(config.cpus),
+        memory_bytes: Some(config.memory_mib.saturating_mul(1 << 20)),
+        pids: Some(config.pids),
+    }
 }
 
 impl Default for DockerSandboxProviderBuilder {
+    /// Limits and the creation timeout of the default [`SandboxConfig`] (2 CPUs, 4096 MiB,
+    /// 512 processes, 120 s): a sandbox is never unlimited unless asked.
     fn default() -> Self {
+        let config = SandboxConfig::default();
         Self {
             host: None,
             image: None,
-            limits: ResourceLimits::default(),
+            limits: config_limits(&config),
             user: "1000:1000".into(),
             setup: Vec::new(),
             max_file_bytes: 256 << 20,
+            create_timeout: config.create_timeout,
         }
     }
 }
@@ -149,7 +175,23 @@ impl DockerSandboxProviderBuilder {
         self
     }
 
-    /// Limits for whatever a spec leaves unset.
+    /// Takes the `sandbox` section of the configuration: `cpus`, `memory_mib` and `pids`
+    /// become the default limits, `create_timeout` bounds a creation.
+    pub fn config(mut self, config: &SandboxConfig) -> Self {
+        self.limits = config_limits(config);
+        self.create_timeout = config.create_timeout;
+        self
+    }
+
+    /// How long a creation may take before it fails with
+    /// [`SandboxError::CreateFailed`] at step `timeout` (whatever was made is removed).
+    pub fn create_timeout(mut self, timeout: Duration) -> Self {
+        self.create_timeout = timeout;
+        self
+    }
+
+    /// Limits for whatever a spec leaves unset (default: those of [`SandboxConfig`]'s defaults;
+    /// a field set to `None` here means unlimited).
     pub fn default_limits(mut self, limits: ResourceLimits) -> Self {
         self.limits = limits;
         self
@@ -208,6 +250,7 @@ impl DockerSandboxProviderBuilder {
             user,
             setup: self.setup,
             max_file_bytes: self.max_file_bytes,
+            create_timeout: self.create_timeout,
         };
         Ok(DockerSandboxProvider { shared: Arc::new(Shared { host, connection, negotiated: OnceCell::new(), config }) })
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::ContainerStateStatusEnum;
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum};
 use bollard::query_parameters::{KillContainerOptions, RemoveContainerOptions};
 use omoi_core::{Command, ExecOutput, ExecRequest, Sandbox, SandboxError, SandboxId, SandboxStatus, WorkspacePath};
 use parking_lot::Mutex;
@@ -24,6 +24,9 @@ pub(crate) struct DockerSandbox {
     pub(super) container: String,
     /// Numeric uid and gid of the sandbox user (known after the workspace was prepared).
     pub(super) owner: Mutex<(u64, u64)>,
+    /// What the sandbox's container was created from: read-only commands run in throwaway
+    /// containers derived from it.
+    pub(super) template: ContainerCreateBody,
     destroyed: AtomicBool,
 }
 
@@ -35,8 +38,8 @@ pub(super) struct Helper {
 }
 
 impl DockerSandbox {
-    pub(super) fn new(shared: Arc<Shared>, id: SandboxId, container: String) -> Self {
-        Self { shared, id, container, owner: Mutex::new((1000, 1000)), destroyed: AtomicBool::new(false) }
+    pub(super) fn new(shared: Arc<Shared>, id: SandboxId, container: String, template: ContainerCreateBody) -> Self {
+        Self { shared, id, container, owner: Mutex::new((1000, 1000)), template, destroyed: AtomicBool::new(false) }
     }
 
     pub(super) fn alive(&self) -> Result<(), SandboxError> {
@@ -76,32 +79,45 @@ impl DockerSandbox {
             Some(dir) if !dir.is_root() => self.resolve(dir, Expect::Dir).await?.path,
             _ => WORKSPACE.to_owned(),
         };
+        let job = Job { argv, env, workdir, stdin: req.stdin, output_limit: req.output_limit, timeout: req.timeout };
+        if req.read_only {
+            let copy = self.readonly_copy().await?;
+            let out = self.run_wrapped(&copy.container, job).await;
+            copy.remove().await;
+            return out;
+        }
+        self.run_wrapped(&self.container, job).await
+    }
+
+    /// Runs `job` under the process-group wrapper in `container` (this sandbox's, or a
+    /// read-only copy of it).
+    async fn run_wrapped(&self, container: &str, job: Job) -> Result<ExecOutput, SandboxError> {
         let pidfile = format!("/tmp/omoi-exec-{}.pgid", uuid::Uuid::now_v7().simple());
-        let feed = if req.stdin.is_some() { "1" } else { "0" };
+        let feed = if job.stdin.is_some() { "1" } else { "0" };
         let mut cmd =
             vec!["sh".to_owned(), "-c".to_owned(), WRAPPER.to_owned(), "omoi-exec".to_owned(), pidfile.clone()];
         cmd.push(feed.to_owned());
-        cmd.extend(argv);
+        cmd.extend(job.argv);
         let spec = Spec {
             cmd,
             user: self.shared.config.user.clone(),
-            workdir,
-            env,
-            stdin: req.stdin,
-            output_limit: req.output_limit,
-            timeout: req.timeout,
+            workdir: job.workdir,
+            env: job.env,
+            stdin: job.stdin,
+            output_limit: job.output_limit,
+            timeout: job.timeout,
         };
         let mut guard = KillOnDrop {
             shared: Arc::clone(&self.shared),
             id: self.id,
-            container: self.container.clone(),
+            container: container.to_owned(),
             pidfile: pidfile.clone(),
             armed: true,
         };
-        let kill = kill_recorded_group(&self.shared, self.id, &self.container, &pidfile);
+        let kill = kill_recorded_group(&self.shared, self.id, container, &pidfile);
         let docker = self.shared.docker().await?;
         let Captured { exit_code, stdout, stdout_truncated, stderr, stderr_truncated, timed_out, duration } =
-            exec::run(docker, self.id, &self.container, spec, Some(kill)).await?;
+            exec::run(docker, self.id, container, spec, Some(kill)).await?;
         guard.armed = false;
         let exit_code = exit_code.map(|c| i32::try_from(c).unwrap_or(i32::MAX));
         tracing::debug!(?exit_code, timed_out, "exec finished");
@@ -115,6 +131,16 @@ impl DockerSandbox {
     }
 }
 
+/// A user command, checked and ready to run.
+struct Job {
+    argv: Vec<String>,
+    env: Vec<String>,
+    workdir: String,
+    stdin: Option<Vec<u8>>,
+    output_limit: usize,
+    timeout: Duration,
+}
+
 /// Runs a helper command in `container` (see [`DockerSandbox::helper`]).
 async fn run_helper(
     shared: &Shared,
@@ -123,14 +149,28 @@ async fn run_helper(
     cmd: Vec<String>,
     user: &str,
 ) -> Result<Helper, SandboxError> {
+    run_helper_io(shared, id, container, cmd, user, None, 1 << 20).await.map(|(h, _)| h)
+}
+
+/// [`run_helper`] with standard input and an output limit; also says whether standard output
+/// was cut at the limit.
+pub(super) async fn run_helper_io(
+    shared: &Shared,
+    id: SandboxId,
+    container: &str,
+    cmd: Vec<String>,
+    user: &str,
+    stdin: Option<Vec<u8>>,
+    output_limit: usize,
+) -> Result<(Helper, bool), SandboxError> {
     let docker = shared.docker().await?;
     let spec = Spec {
         cmd,
         user: user.to_owned(),
         workdir: "/".into(),
         env: Vec::new(),
-        stdin: None,
-        output_limit: 1 << 20,
+        stdin,
+        output_limit,
         timeout: HELPER_TIMEOUT,
     };
     let out = exec::run(docker, id, container, spec, None::<std::future::Ready<()>>).await?;
@@ -140,7 +180,7 @@ async fn run_helper(
             message: format!("helper command did not finish within {HELPER_TIMEOUT:?}"),
         });
     }
-    Ok(Helper { exit_code: out.exit_code, stdout: out.stdout, stderr: out.stderr })
+    Ok((Helper { exit_code: out.exit_code, stdout: out.stdout, stderr: out.stderr }, out.stdout_truncated))
 }
 
 /// Kills the process group recorded in `pidfile`.
@@ -215,6 +255,11 @@ impl Sandbox for DockerSandbox {
     async fn read_file(&self, path: &WorkspacePath) -> Result<Vec<u8>, SandboxError> {
         let span = tracing::info_span!("sandbox.read_file", provider = "docker", sandbox_id = %self.id, %path);
         self.read_inner(path).instrument(span).await
+    }
+
+    async fn read_file_prefix(&self, path: &WorkspacePath, limit: u64) -> Result<(Vec<u8>, bool), SandboxError> {
+        let span = tracing::info_span!("sandbox.read_file", provider = "docker", sandbox_id = %self.id, %path, limit);
+        self.read_prefix_inner(path, limit).instrument(span).await
     }
 
     async fn status(&self) -> Result<SandboxStatus, SandboxError> {

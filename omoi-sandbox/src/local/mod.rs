@@ -1,5 +1,6 @@
 //! The local process sandbox: a directory per sandbox and a process group per command.
 
+mod copy;
 mod paths;
 mod process;
 
@@ -35,6 +36,10 @@ use self::process::{Job, ProcessGroups};
 /// - Commands start from an empty environment plus `PATH` and `HOME` of this process, then
 ///   [`SandboxSpec::env`], then [`ExecRequest::env`] (see [`inherit_env`](Self::inherit_env)).
 /// - [`SandboxSpec::image`], [`SandboxSpec::limits`] and [`SandboxSpec::network`] are ignored.
+/// - A [read-only](ExecRequest::read_only) command runs in a throwaway copy of the workspace
+///   (in the system's temporary directory), removed afterwards: the workspace is never
+///   changed. What it does outside the copy is not confined (no isolation here); callers
+///   that take commands from a model also vet the argv (see `omoi-exec`'s `run_readonly`).
 ///
 /// ```
 /// # async fn demo() -> Result<(), omoi_core::SandboxError> {
@@ -55,6 +60,7 @@ use self::process::{Job, ProcessGroups};
 pub struct LocalSandboxProvider {
     root: PathBuf,
     inherit_env: bool,
+    max_file_bytes: u64,
     /// Keeps a temporary root alive while the provider or any of its sandboxes exists.
     temp: Option<Arc<tempfile::TempDir>>,
 }
@@ -64,6 +70,7 @@ impl fmt::Debug for LocalSandboxProvider {
         f.debug_struct("LocalSandboxProvider")
             .field("root", &self.root)
             .field("inherit_env", &self.inherit_env)
+            .field("max_file_bytes", &self.max_file_bytes)
             .field("temporary", &self.temp.is_some())
             .finish()
     }
@@ -72,7 +79,12 @@ impl fmt::Debug for LocalSandboxProvider {
 impl LocalSandboxProvider {
     /// Sandboxes under `root` (created when needed).
     pub fn new(root: impl AsRef<Path>) -> Self {
-        Self { root: root.as_ref().to_path_buf(), inherit_env: false, temp: None }
+        Self {
+            root: root.as_ref().to_path_buf(),
+            inherit_env: false,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            temp: None,
+        }
     }
 
     /// Sandboxes under a fresh temporary directory, removed when the provider and all its
@@ -82,12 +94,24 @@ impl LocalSandboxProvider {
             .prefix("omoi-sandboxes-")
             .tempdir()
             .map_err(|e| SandboxError::Backend { provider: "local", message: format!("temporary root: {e}") })?;
-        Ok(Self { root: dir.path().to_path_buf(), inherit_env: false, temp: Some(Arc::new(dir)) })
+        Ok(Self {
+            root: dir.path().to_path_buf(),
+            inherit_env: false,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            temp: Some(Arc::new(dir)),
+        })
     }
 
     /// Passes this process's whole environment to commands (default: only `PATH` and `HOME`).
     pub fn inherit_env(mut self, yes: bool) -> Self {
         self.inherit_env = yes;
+        self
+    }
+
+    /// The largest file `read_file` returns (default 256 MiB, as in Docker); a larger one is
+    /// [`SandboxError::TooLarge`], and is never read whole.
+    pub fn max_file_bytes(mut self, bytes: u64) -> Self {
+        self.max_file_bytes = bytes;
         self
     }
 
@@ -132,6 +156,7 @@ impl SandboxProvider for LocalSandboxProvider {
                 base_env,
                 spec_env: spec.env,
                 inherit_env: self.inherit_env,
+                max_file_bytes: self.max_file_bytes,
                 groups: ProcessGroups::default(),
                 destroyed: AtomicBool::new(false),
                 _temp: self.temp.clone(),
@@ -150,6 +175,7 @@ struct LocalSandbox {
     base_env: Vec<(String, String)>,
     spec_env: BTreeMap<String, String>,
     inherit_env: bool,
+    max_file_bytes: u64,
     groups: ProcessGroups,
     destroyed: AtomicBool,
     _temp: Option<Arc<tempfile::TempDir>>,
@@ -177,8 +203,36 @@ pub(crate) fn check_env(env: &BTreeMap<String, String>) -> Result<(), SandboxErr
     Ok(())
 }
 
-fn nofollow() -> i32 {
-    OFlags::NOFOLLOW.bits() as i32
+/// The default [`LocalSandboxProvider::max_file_bytes`].
+const DEFAULT_MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// `O_NOFOLLOW | O_NONBLOCK`: a symlink swapped in is refused, and a FIFO swapped in after the
+/// type check cannot block the open.
+fn nofollow_nonblock() -> i32 {
+    (OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32
+}
+
+fn not_regular(path: &WorkspacePath) -> SandboxError {
+    SandboxError::InvalidRequest(format!("{path} is not a regular file (a FIFO, socket or device)"))
+}
+
+/// Reads at most `limit` bytes of the regular file `rel` under `root`, and whether it is longer.
+fn read_prefix(root: &Path, rel: &WorkspacePath, limit: u64) -> Result<(Vec<u8>, bool), SandboxError> {
+    let target = resolve_for(root, rel, Expect::File)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow_nonblock())
+        .open(&target)
+        .map_err(|e| open_error(rel, e))?;
+    let meta = file.metadata().map_err(|e| paths::backend(rel, e))?;
+    if !meta.is_file() {
+        return Err(not_regular(rel));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len().min(limit)).unwrap_or(0));
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| paths::backend(rel, e))?;
+    let cut = bytes.len() as u64 > limit;
+    bytes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok((bytes, cut))
 }
 
 impl LocalSandbox {
@@ -202,12 +256,23 @@ impl LocalSandbox {
         if program.contains('\0') || args.iter().any(|a| a.contains('\0')) {
             return Err(SandboxError::InvalidRequest("command contains a NUL byte".into()));
         }
+        // A read-only command runs in a throwaway copy, removed when `_copy` drops (after the
+        // command's whole process group was killed).
+        let (root, _copy) = if req.read_only {
+            let from = self.workspace.clone();
+            let copy = blocking(move || copy::copy_workspace(&from))
+                .await
+                .map_err(|e| SandboxError::Backend { provider: "local", message: format!("read-only copy: {e}") })?;
+            (copy.path().canonicalize().map_err(|e| paths::backend(&WorkspacePath::root(), e))?, Some(copy))
+        } else {
+            (self.workspace.clone(), None)
+        };
         let cwd = match req.cwd {
             Some(dir) => {
-                let root = self.workspace.clone();
+                let root = root.clone();
                 blocking_sb(move || resolve_for(&root, &dir, Expect::Dir)).await?
             }
-            None => self.workspace.clone(),
+            None => root.clone(),
         };
         let mut env = self.base_env.clone();
         env.extend(self.spec_env.iter().chain(&req.env).map(|(k, v)| (k.clone(), v.clone())));
@@ -248,14 +313,22 @@ impl Sandbox for LocalSandbox {
             let (root, rel, bytes) = (self.workspace.clone(), path.clone(), contents.to_vec());
             blocking_sb(move || {
                 let target = resolve_for(&root, &rel, Expect::Writable)?;
-                // O_NOFOLLOW: a symlink swapped in after the check is refused, not followed.
+                if std::fs::symlink_metadata(&target).is_ok_and(|m| !m.is_file() && !m.is_symlink()) {
+                    return Err(not_regular(&rel));
+                }
+                // O_NOFOLLOW: a symlink swapped in after the check is refused, not followed;
+                // O_NONBLOCK: a FIFO swapped in cannot block (the open fails without a reader).
                 let mut file = std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)
-                    .truncate(true)
-                    .custom_flags(nofollow())
+                    .truncate(false)
+                    .custom_flags(nofollow_nonblock())
                     .open(&target)
                     .map_err(|e| open_error(&rel, e))?;
+                if !file.metadata().map_err(|e| paths::backend(&rel, e))?.is_file() {
+                    return Err(not_regular(&rel));
+                }
+                file.set_len(0).map_err(|e| paths::backend(&rel, e))?;
                 file.write_all(&bytes).map_err(|e| paths::backend(&rel, e))
             })
             .await
@@ -268,19 +341,23 @@ impl Sandbox for LocalSandbox {
         let span = tracing::info_span!("sandbox.read_file", provider = "local", sandbox_id = %self.id, %path);
         async {
             self.alive()?;
+            let (root, rel, limit) = (self.workspace.clone(), path.clone(), self.max_file_bytes);
+            let (bytes, cut) = blocking_sb(move || read_prefix(&root, &rel, limit)).await?;
+            if cut {
+                return Err(SandboxError::TooLarge { what: "file", size: limit + 1, limit });
+            }
+            Ok(bytes)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn read_file_prefix(&self, path: &WorkspacePath, limit: u64) -> Result<(Vec<u8>, bool), SandboxError> {
+        let span = tracing::info_span!("sandbox.read_file", provider = "local", sandbox_id = %self.id, %path, limit);
+        async {
+            self.alive()?;
             let (root, rel) = (self.workspace.clone(), path.clone());
-            blocking_sb(move || {
-                let target = resolve_for(&root, &rel, Expect::File)?;
-                let mut file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(nofollow())
-                    .open(&target)
-                    .map_err(|e| open_error(&rel, e))?;
-                let mut bytes = Vec::new();
-                file.read_to_end(&mut bytes).map_err(|e| paths::backend(&rel, e))?;
-                Ok(bytes)
-            })
-            .await
+            blocking_sb(move || read_prefix(&root, &rel, limit)).await
         }
         .instrument(span)
         .await
@@ -317,6 +394,8 @@ fn open_error(path: &WorkspacePath, e: std::io::Error) -> SandboxError {
                 reason: "is a symlink".into(),
             })
         }
+        // ENXIO: a FIFO without a reader (opened for writing), or a socket.
+        _ if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => not_regular(path),
         _ => paths::backend(path, e),
     }
 }

@@ -8,5 +8,6 @@ pub mod agent_store;
 pub mod event_store;
 pub mod memory_store;
 pub mod sandbox;
+pub mod sandbox_read_only;
 pub mod spec_store;
 pub mod task_store;

@@ -389,3 +389,37 @@ pub async fn concurrent_execs_in_one_sandbox_all_succeed(h: Harness) {
     }
     destroy(&*sb).await;
 }
+
+/// A FIFO in the workspace (a command can make one) is refused by `read_file`, `write_file` and
+/// `read_file_prefix` with `InvalidRequest`, promptly: never opened and waited on.
+pub async fn special_files_in_the_workspace_are_refused_not_waited_on(h: Harness) {
+    let sb = h.sandbox().await;
+    sh(&*sb, "mkfifo fifo && mkdir -p sub && mkfifo sub/pipe").await;
+    for p in ["fifo", "sub/pipe"] {
+        let p = path(p);
+        let read = tokio::time::timeout(Duration::from_secs(30), sb.read_file(&p)).await;
+        assert!(matches!(read, Ok(Err(SandboxError::InvalidRequest(_)))), "read_file({p}) on a FIFO: {read:?}");
+        let prefix = tokio::time::timeout(Duration::from_secs(30), sb.read_file_prefix(&p, 10)).await;
+        assert!(
+            matches!(prefix, Ok(Err(SandboxError::InvalidRequest(_)))),
+            "read_file_prefix({p}) on a FIFO: {prefix:?}"
+        );
+        let write = tokio::time::timeout(Duration::from_secs(30), sb.write_file(&p, b"x")).await;
+        assert!(matches!(write, Ok(Err(SandboxError::InvalidRequest(_)))), "write_file({p}) on a FIFO: {write:?}");
+    }
+    assert_eq!(sh(&*sb, "test -p fifo && echo still-a-fifo").await.stdout_text(), "still-a-fifo\n");
+    destroy(&*sb).await;
+}
+
+/// `read_file_prefix` returns at most the limit and says whether the file is longer.
+pub async fn read_file_prefix_returns_at_most_the_limit(h: Harness) {
+    let sb = h.sandbox().await;
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    sb.write_file(&path("big.bin"), &big).await.unwrap();
+    let (head, cut) = sb.read_file_prefix(&path("big.bin"), 1000).await.unwrap();
+    assert_eq!((head.as_slice(), cut), (&big[..1000], true));
+    let (all, cut) = sb.read_file_prefix(&path("big.bin"), 200_000).await.unwrap();
+    assert_eq!((all.len(), cut), (200_000, false));
+    assert!(matches!(sb.read_file_prefix(&path("nope"), 10).await, Err(SandboxError::FileNotFound(_))));
+    destroy(&*sb).await;
+}
