@@ -5,6 +5,7 @@ pub mod agent_store;
 pub mod clock;
 pub mod embedder;
 pub mod event_store;
+pub mod intervention_store;
 pub mod llm;
 pub mod memory_store;
 pub mod sandbox;
