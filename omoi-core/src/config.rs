@@ -474,6 +474,12 @@ pub struct StuckRules {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub no_progress_for: Duration,
+    /// Only the newest this many trajectory items (after the last steering) are examined.
+    /// OpenHands SDK: 20 events.
+    pub window: u32,
+    /// Context-window errors within the window that count as stuck (OpenHands V0 used 10
+    /// condensations; ours counts hard errors, so fewer).
+    pub context_window_errors: u32,
 }
 
 impl Default for StuckRules {
@@ -484,6 +490,8 @@ impl Default for StuckRules {
             same_message_repeats: 3,
             oscillation_window: 6,
             no_progress_for: secs(600),
+            window: 20,
+            context_window_errors: 3,
         }
     }
 }
@@ -530,6 +538,18 @@ pub struct MonitorConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub ticket_check_interval: Duration,
+    /// How often the stuck detector reads new trajectory events (ours: 10 s).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub stuck_interval: Duration,
+    /// At most one steer per agent per this long; a steer is also held while the previous one is
+    /// unacknowledged. Hephaestus: 5 min (written, never called).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub steer_cooldown: Duration,
+    /// Steers of one severity the agent may ignore (it is steered again for the same task)
+    /// before the next one escalates: guidance → correction → emergency stop (ours: 1).
+    pub escalate_after_ignored: u32,
 }
 
 impl Default for MonitorConfig {
@@ -548,6 +568,9 @@ impl Default for MonitorConfig {
             stuck: StuckRules::default(),
             ticket_blocked_after: secs(1800),
             ticket_check_interval: secs(300),
+            stuck_interval: secs(10),
+            steer_cooldown: secs(300),
+            escalate_after_ignored: 1,
         }
     }
 }

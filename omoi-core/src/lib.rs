@@ -76,6 +76,7 @@ pub use ports::sandbox::{
     Command, ExecOutput, ExecRequest, NetworkPolicy, ResourceLimits, Sandbox, SandboxError, SandboxProvider,
     SandboxSpec, SandboxStatus, WorkspacePath,
 };
+pub use ports::sandbox_inventory::{SandboxInventory, SandboxRecord};
 pub use ports::spec_store::SpecStore;
 pub use ports::task_store::{
     ClaimRequest, ClaimedTask, Completion, FailOutcome, Failure, TaskCounts, TaskFilter, TaskStore,

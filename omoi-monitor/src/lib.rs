@@ -5,4 +5,17 @@
 //! each agent's alignment and steers it by numeric thresholds, and a conductor that measures the
 //! coherence of the whole system and finds duplicate agents.
 //!
-//! This crate is filled by a later issue; today it holds only this description.
+//! Every steer goes through one [`Steerer`] (held while unacknowledged, one per cooldown,
+//! escalating when ignored) and is recorded as a durable intervention that the agent loop reads
+//! between turns, in whatever process it runs.
+
+pub mod heartbeat;
+mod steer;
+pub mod stuck;
+mod text;
+pub mod trajectory;
+
+pub use heartbeat::{HeartbeatMonitor, HeartbeatReport};
+pub use steer::{SteerOutcome, Steerer};
+pub use stuck::{StuckFinding, detect};
+pub use trajectory::{Trajectories, Trajectory};

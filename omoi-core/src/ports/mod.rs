@@ -9,5 +9,6 @@ pub mod intervention_store;
 pub mod llm;
 pub mod memory_store;
 pub mod sandbox;
+pub mod sandbox_inventory;
 pub mod spec_store;
 pub mod task_store;

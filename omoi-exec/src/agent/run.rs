@@ -228,7 +228,14 @@ impl AgentRun<'_> {
                 max_tokens: self.max_tokens,
                 temperature: None,
             };
-            let response = self.llm.complete(&request).await?;
+            let response = match self.llm.complete(&request).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Recorded so monitors see repeated failures (e.g. context-window overflows).
+                    rec.step("model_error", json!({ "error": clip(&e.to_string()) })).await?;
+                    return Err(e.into());
+                }
+            };
             for g in &self.gates {
                 g.after_call(&response.usage);
             }
