@@ -12,10 +12,12 @@
 pub mod heartbeat;
 mod steer;
 pub mod stuck;
+pub mod stuck_monitor;
 mod text;
 pub mod trajectory;
 
 pub use heartbeat::{HeartbeatMonitor, HeartbeatReport};
 pub use steer::{SteerOutcome, Steerer};
 pub use stuck::{StuckFinding, detect};
+pub use stuck_monitor::{StuckMonitor, StuckReport};
 pub use trajectory::{Trajectories, Trajectory};
