@@ -512,6 +512,9 @@ pub struct MonitorConfig {
     pub guardian_min_agent_age: Duration,
     /// Past analyses given to the guardian. OmoiOS: 10.
     pub guardian_history: usize,
+    /// Characters of compacted trajectory given to the guardian, newest kept (ours: 8000, about
+    /// 2000 tokens; OmoiOS cut the agent output to 2000 characters).
+    pub guardian_trajectory_chars: usize,
     /// Conductor interval. OmoiOS: 300 s.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -559,6 +562,7 @@ impl Default for MonitorConfig {
             guardian_max_concurrent: 5,
             guardian_min_agent_age: secs(60),
             guardian_history: 10,
+            guardian_trajectory_chars: 8000,
             conductor_interval: secs(300),
             health_interval: secs(30),
             alert_mean_alignment_below: 0.3,

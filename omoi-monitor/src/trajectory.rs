@@ -48,6 +48,8 @@ pub struct Trajectory {
     pub entries: VecDeque<Entry>,
     /// The last file change, test result or finish (else the first step seen).
     pub last_progress: DateTime<Utc>,
+    /// The first step seen of this run.
+    pub started: DateTime<Utc>,
     /// The last step seen.
     pub last_step: DateTime<Utc>,
     /// Steps seen in total (not bounded), for "new events since the last analysis".
@@ -66,6 +68,7 @@ impl Trajectory {
             agent_id,
             entries: VecDeque::new(),
             last_progress: at,
+            started: at,
             last_step: at,
             steps: 0,
             recent_text: VecDeque::new(),
@@ -154,13 +157,19 @@ impl Trajectories {
                     // Another attempt by another agent: its own trajectory.
                     t.agent_id = *agent_id;
                     t.entries.clear();
+                    t.recent_text.clear();
                     t.last_progress = e.at;
+                    t.started = e.at;
                 }
                 t.steps += 1;
                 t.last_step = e.at;
-                t.recent_text.push_back(format!("{action}: {}", crate::text::clip(&detail.to_string(), 400)));
-                while t.recent_text.len() > self.text_window {
-                    t.recent_text.pop_front();
+                // Steering is the monitors' own words, not the agent's work: it is left out of
+                // what the guardian scores.
+                if action != "steering" {
+                    t.recent_text.push_back(format!("{action}: {}", crate::text::clip(&detail.to_string(), 400)));
+                    while t.recent_text.len() > self.text_window {
+                        t.recent_text.pop_front();
+                    }
                 }
                 let (item, mut progress, steering) = classify(action, detail);
                 match action.as_str() {
