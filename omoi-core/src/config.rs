@@ -443,6 +443,30 @@ pub struct CoherenceThresholds {
     pub duplicate_similarity: f64,
     /// Embedding similarity that makes a pair a duplicate candidate for the model (ours).
     pub duplicate_prefilter: f64,
+    /// Weights of the coherence score's terms.
+    pub weights: CoherenceWeights,
+}
+
+/// Weights of the conductor's coherence score: `mean alignment − unaligned·(unaligned/n) −
+/// needs_steering·(needing steering/n) + phase_diversity·(distinct phases/n) +
+/// load_balance·(1 − variance/mean² of tasks per agent)`, clamped to 0–1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoherenceWeights {
+    /// Penalty per unaligned agent (alignment below the correction threshold). OmoiOS: 0.2.
+    pub unaligned: f64,
+    /// Penalty per agent needing steering (below the guidance threshold). OmoiOS code: 0.3 (docs: 0.1).
+    pub needs_steering: f64,
+    /// Bonus for distinct phases worked on. OmoiOS: 0.1.
+    pub phase_diversity: f64,
+    /// Bonus for an even load across agents. OmoiOS: 0.1.
+    pub load_balance: f64,
+}
+
+impl Default for CoherenceWeights {
+    fn default() -> Self {
+        Self { unaligned: 0.2, needs_steering: 0.3, phase_diversity: 0.1, load_balance: 0.1 }
+    }
 }
 
 impl Default for CoherenceThresholds {
@@ -454,6 +478,7 @@ impl Default for CoherenceThresholds {
             inefficient_duplicate_fraction: 0.3,
             duplicate_similarity: 0.7,
             duplicate_prefilter: 0.8,
+            weights: CoherenceWeights::default(),
         }
     }
 }

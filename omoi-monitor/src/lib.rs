@@ -9,6 +9,7 @@
 //! escalating when ignored) and is recorded as a durable intervention that the agent loop reads
 //! between turns, in whatever process it runs.
 
+pub mod conductor;
 pub mod guardian;
 pub mod heartbeat;
 mod steer;

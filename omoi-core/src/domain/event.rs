@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::discovery::DiscoveryKind;
 use super::intervention::{InterventionSource, Severity};
-use super::monitoring::StuckRule;
+use super::monitoring::{StuckRule, SystemHealth};
 use super::task::FencingToken;
 use crate::ids::{AgentId, DiscoveryId, InterventionId, MemoryId, SpecId, TaskId, TicketId};
 use crate::state::{AgentStatus, SpecPhase, SpecState};
@@ -391,6 +391,19 @@ events! {
         alignment: Option<f64>,
         /// What the agent is doing, or why the analysis failed.
         summary: String,
+    }
+    /// The conductor assessed the whole system.
+    MonitorSystemAssessed "monitor.system_assessed" => Agent(conductor_id) {
+        /// The conductor.
+        conductor_id: AgentId,
+        /// Coherence 0–1.
+        coherence: f64,
+        /// Health status.
+        health: SystemHealth,
+        /// Running agents (task runs) assessed.
+        agents: u32,
+        /// Confirmed duplicate pairs.
+        duplicates: u32,
     }
     /// A sandbox whose task is no longer leased by its holder was destroyed.
     MonitorSandboxReaped "monitor.sandbox_reaped" => Agent(holder) {
