@@ -544,11 +544,8 @@ pub struct MonitorConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub conductor_interval: Duration,
-    /// Health check interval. OmoiOS: 30 s.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub health_interval: Duration,
-    /// Alert when the mean alignment falls below this. OmoiOS: 0.3.
+    /// The conductor alerts when the mean known alignment falls below this. OmoiOS: 0.3 (its
+    /// separate 30 s health loop is the conductor's check here).
     pub alert_mean_alignment_below: f64,
     /// Send interventions (OmoiOS: off, so they were recorded but never sent; ours: on).
     pub auto_steering: bool,
@@ -589,7 +586,6 @@ impl Default for MonitorConfig {
             guardian_history: 10,
             guardian_trajectory_chars: 8000,
             conductor_interval: secs(300),
-            health_interval: secs(30),
             alert_mean_alignment_below: 0.3,
             auto_steering: true,
             steering: SteeringThresholds::default(),

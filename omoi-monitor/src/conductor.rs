@@ -83,6 +83,9 @@ pub struct Assessment {
     pub runs: usize,
     /// Confirmed duplicates.
     pub duplicates: Vec<Duplicate>,
+    /// A person should look: health critical, or the mean known alignment below
+    /// `monitor.alert_mean_alignment_below` (logged as a warning).
+    pub alert: bool,
 }
 
 /// OmoiOS's coherence score over `runs` (alignment unknown counts as 0), with `cfg`'s weights
@@ -191,7 +194,14 @@ impl Conductor {
             };
             self.events.append_events(vec![event]).await?;
             info!(coherence, %health, runs = runs.len(), duplicates = duplicates.len(), "system assessed");
-            Ok(Assessment { coherence, health, runs: runs.len(), duplicates })
+            let known: Vec<f64> = runs.iter().filter_map(|r| r.alignment).collect();
+            let low = !known.is_empty()
+                && known.iter().sum::<f64>() / (known.len() as f64) < self.config.alert_mean_alignment_below;
+            let alert = health == SystemHealth::Critical || low;
+            if alert {
+                warn!(coherence, %health, "monitor alert: the system needs a person's attention");
+            }
+            Ok(Assessment { coherence, health, runs: runs.len(), duplicates, alert })
         }
         .instrument(info_span!("monitor.conductor"))
         .await

@@ -12,13 +12,17 @@
 pub mod conductor;
 pub mod guardian;
 pub mod heartbeat;
+pub mod monitoring_loop;
 mod steer;
 pub mod stuck;
 pub mod stuck_monitor;
 mod text;
 pub mod trajectory;
 
+pub use conductor::{Assessment, Conductor};
+pub use guardian::{Guardian, GuardianAnalysis};
 pub use heartbeat::{HeartbeatMonitor, HeartbeatReport};
+pub use monitoring_loop::{Check, LoopStats, MonitoringHandle, MonitoringLoop};
 pub use steer::{SteerOutcome, Steerer};
 pub use stuck::{StuckFinding, detect};
 pub use stuck_monitor::{StuckMonitor, StuckReport};

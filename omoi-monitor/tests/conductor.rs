@@ -81,11 +81,14 @@ struct Env {
 }
 
 fn env() -> Env {
+    env_with(MonitorConfig::default())
+}
+
+fn env_with(cfg: MonitorConfig) -> Env {
     let clock = ManualClock::new();
     let store = InMemoryStore::with_clock(clock.clone());
     let s = Arc::new(store.clone());
     let llm = Arc::new(ScriptedLlm::new());
-    let cfg = MonitorConfig::default();
     let steerer = Steerer::new(s.clone(), clock, &cfg);
     let conductor =
         Conductor::new(AgentId::new(), llm.clone(), Arc::new(HashingEmbedder::new(256)), s.clone(), s, steerer, cfg);
@@ -164,4 +167,22 @@ async fn no_running_tasks_is_no_agents_and_no_model_call() {
     let a = e.conductor.check().await.unwrap();
     assert_eq!((a.health, a.runs), (SystemHealth::NoAgents, 0));
     assert!(e.llm.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_critical_system_or_a_mean_alignment_under_the_alert_line_raises_an_alert() {
+    for (alert_below, alignment, alert) in [(0.3, 0.9, false), (0.3, 0.25, true), (0.95, 0.9, true)] {
+        let cfg = MonitorConfig { alert_mean_alignment_below: alert_below, ..MonitorConfig::default() };
+        let e = env_with(cfg);
+        let (task, agent) = running(&e.store, NewTask::new("a").description("write docs"), 1).await;
+        let event = Event::MonitorAgentAnalysed {
+            agent_id: agent,
+            task_id: task,
+            alignment: Some(alignment),
+            summary: "docs".into(),
+        };
+        e.store.append_events(vec![event]).await.unwrap();
+        let a = e.conductor.check().await.unwrap();
+        assert_eq!(a.alert, alert, "alert line {alert_below}, alignment {alignment}: {a:?}");
+    }
 }
