@@ -23,7 +23,7 @@ struct Broken {
 impl Check for Broken {
     async fn check_once(&self) -> Result<(), StoreError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             Err(StoreError::Unavailable { backend: "test", message: "down".into(), source: None })
         } else {
             panic!("broken monitor");
