@@ -22,6 +22,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::conductor::Conductor;
 use crate::guardian::Guardian;
 use crate::heartbeat::HeartbeatMonitor;
+use crate::reaper::SandboxReaper;
 use crate::stuck_monitor::StuckMonitor;
 
 /// One monitor the loop runs: a check repeated on an interval.
@@ -54,6 +55,13 @@ impl Check for Guardian {
 
 #[async_trait]
 impl Check for Conductor {
+    async fn check_once(&self) -> Result<(), StoreError> {
+        self.check().await.map(drop)
+    }
+}
+
+#[async_trait]
+impl Check for SandboxReaper {
     async fn check_once(&self) -> Result<(), StoreError> {
         self.check().await.map(drop)
     }
@@ -111,6 +119,12 @@ impl MonitoringLoop {
     pub fn with_conductor(self, c: Conductor) -> Self {
         let every = self.config.monitor.conductor_interval;
         self.with_check("conductor", Arc::new(c), every)
+    }
+
+    /// Runs the sandbox reaper every `sandbox.cleanup_interval`.
+    pub fn with_reaper(self, r: SandboxReaper) -> Self {
+        let every = self.config.sandbox.cleanup_interval;
+        self.with_check("reaper", Arc::new(r), every)
     }
 
     /// Runs any other check every `every`.

@@ -3,6 +3,7 @@
 mod create;
 mod exec;
 mod files;
+mod inventory;
 mod sandbox;
 
 use std::fmt;
