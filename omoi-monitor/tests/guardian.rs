@@ -159,3 +159,84 @@ async fn with_auto_steering_off_the_analysis_is_recorded_but_nobody_is_steered()
     assert!(e.store.list_interventions(None, 10).await.unwrap().is_empty());
     assert_eq!(e.analysed().await, [Some(0.1)]);
 }
+
+/// A model that holds every call until the test opens the gate, counting calls in flight.
+struct GatedLlm {
+    inner: ScriptedLlm,
+    in_flight: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl omoi_core::LlmClient for GatedLlm {
+    async fn complete(
+        &self,
+        request: &omoi_core::CompletionRequest,
+    ) -> Result<omoi_core::CompletionResponse, LlmError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(now, SeqCst);
+        self.gate.acquire().await.unwrap().forget();
+        self.in_flight.fetch_sub(1, SeqCst);
+        self.inner.complete(request).await
+    }
+
+    fn model(&self) -> &str {
+        "gated"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_the_configured_number_of_analyses_run_at_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let clock = ManualClock::new();
+    let store = InMemoryStore::with_clock(clock.clone());
+    let s = Arc::new(store.clone());
+    let config = MonitorConfig { guardian_max_concurrent: 2, ..MonitorConfig::default() };
+    let llm = Arc::new(GatedLlm {
+        inner: ScriptedLlm::new(),
+        in_flight: Default::default(),
+        max: Default::default(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    for _ in 0..4 {
+        let task = NewTask::new("work");
+        store.insert_tasks(vec![task.clone()]).await.unwrap();
+        let e = Event::AgentStep {
+            task_id: task.id,
+            agent_id: AgentId::new(),
+            step: 1,
+            action: "model".into(),
+            detail: json!({}),
+        };
+        store.append_events(vec![e]).await.unwrap();
+        llm.inner.push_json(&GuardianAnalysis {
+            alignment_score: 0.9,
+            trajectory_summary: "ok".into(),
+            current_focus: "work".into(),
+            drift_reasons: vec![],
+            steering_message: String::new(),
+        });
+    }
+    clock.advance(Duration::from_secs(61));
+    let steerer = Steerer::new(s.clone(), clock.clone(), &config);
+    let guardian = Arc::new(Guardian::new(llm.clone(), s.clone(), s, steerer, clock, config));
+    let check = tokio::spawn({
+        let g = guardian.clone();
+        async move { g.check().await.unwrap() }
+    });
+    let mut spins = 0u32;
+    while llm.in_flight.load(SeqCst) < 2 {
+        spins += 1;
+        assert!(spins < 1_000_000, "two analyses should start");
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(llm.in_flight.load(SeqCst), 2, "the other two wait for a free slot");
+    llm.gate.add_permits(4);
+    assert_eq!(check.await.unwrap().len(), 4);
+    assert_eq!(llm.max.load(SeqCst), 2);
+}

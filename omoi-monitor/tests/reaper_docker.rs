@@ -200,3 +200,39 @@ async fn a_sweep_keeps_leased_sandboxes_and_those_without_task_labels_and_reaps_
     }
     assert_eq!(containers(&docker, &run).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_monitor_destroys_a_failed_agents_sandboxes_and_only_those() {
+    let Some(provider) = provider() else { return };
+    let docker = engine().await;
+    let clock = ManualClock::new();
+    let store = InMemoryStore::with_clock(clock.clone());
+    let run = uuid_like();
+    let (silent, alive) = (AgentId::new(), AgentId::new());
+    for (id, name) in [(silent, "silent"), (alive, "alive")] {
+        let new = omoi_core::NewAgent { id, ..omoi_core::NewAgent::worker(name, Vec::<String>::new()) };
+        store.register_agent(new).await.unwrap();
+        store.heartbeat(id, omoi_core::Heartbeat { seq: 1 }).await.unwrap();
+    }
+    for agent in [silent, alive] {
+        let labels = BTreeMap::from([
+            (TEST_LABEL.to_owned(), run.clone()),
+            ("omoi.agent".to_owned(), agent.to_string()),
+            ("omoi.task".to_owned(), omoi_core::TaskId::new().to_string()),
+        ]);
+        provider.create(SandboxSpec { labels, ..SandboxSpec::default() }).await.unwrap();
+    }
+    let s = Arc::new(store.clone());
+    let monitor = HeartbeatMonitor::new(s.clone(), s.clone(), s, HeartbeatConfig::default())
+        .with_sandboxes(Arc::new(provider.clone()));
+    clock.advance(Duration::from_secs(90));
+    store.heartbeat(alive, omoi_core::Heartbeat { seq: 2 }).await.unwrap();
+    let report = monitor.check().await.unwrap();
+    assert_eq!((report.failed, report.sandboxes_destroyed), (vec![silent], 1));
+    use omoi_core::SandboxInventory;
+    let left = provider.list_sandboxes(&[(TEST_LABEL, &run)]).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].labels["omoi.agent"], alive.to_string(), "the live agent's sandbox is kept");
+    provider.destroy_sandbox(left[0].id).await.unwrap();
+    assert_eq!(containers(&docker, &run).await, 0);
+}
