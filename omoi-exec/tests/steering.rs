@@ -205,3 +205,67 @@ async fn an_identical_call_right_after_its_failure_is_refused_and_not_run_again(
         .count();
     assert_eq!(refusals, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_stop_costs_the_worker_its_attempt_and_the_task_is_retried_to_completion() {
+    use omoi_core::config::QueueConfig;
+    use omoi_core::{BackoffPolicy, TaskState};
+    use omoi_exec::worker::{Worker, WorkerConfig};
+
+    let e = env().await;
+    let task = NewTask::new("stopped once").mode(ExecutionMode::Exploration).backoff(BackoffPolicy::fixed(
+        Duration::from_millis(10),
+        1.0,
+        Duration::from_millis(10),
+    ));
+    e.agent_side.insert_tasks(vec![task.clone()]).await.unwrap();
+    let llm = Arc::new(ScriptedLlm::new());
+    // Only the second attempt reaches the model: the first is stopped before its first turn.
+    llm.push_tool_call("finish", json!({"summary": "done", "output": {}}));
+    let executor = AgentExecutor::new(
+        llm.clone(),
+        Arc::new(e.provider.clone()),
+        Arc::new(e.agent_side.clone()),
+        Arc::new(e.agent_side.clone()),
+        Arc::new(SystemClock),
+    )
+    .with_interventions(Arc::new(e.agent_side.clone()));
+    let q = QueueConfig { poll_interval: Duration::from_millis(20), ..QueueConfig::default() };
+    let worker = Worker::new(
+        Arc::new(e.agent_side.clone()),
+        Arc::new(e.agent_side.clone()),
+        Arc::new(executor),
+        Arc::new(SystemClock),
+        WorkerConfig::new("stoppable", 1, &q),
+    );
+    let stop = NewIntervention::new(
+        worker.id(),
+        Some(task.id),
+        Severity::Emergency,
+        InterventionSource::Operator,
+        "stop: wrong branch",
+    );
+    e.monitor_side.record_intervention(stop).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn({
+        let (w, s) = (worker.clone(), shutdown.clone());
+        async move { w.run(s).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while e.agent_side.get_task(task.id).await.unwrap().state != TaskState::Completed {
+        assert!(std::time::Instant::now() < deadline, "the task should complete on its second attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    let stats = running.await.unwrap().unwrap();
+    assert_eq!((stats.failed, stats.completed), (1, 1), "the stopped attempt is a failed one");
+    let t = e.agent_side.get_task(task.id).await.unwrap();
+    assert_eq!(t.attempts, 2, "the stop cost an attempt");
+    let log = events(&e.monitor_side).await;
+    let retry = log.iter().find_map(|ev| match ev {
+        Event::TaskRetryScheduled { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    assert!(retry.is_some_and(|err| err.contains("stopped by operator: stop: wrong branch")));
+    assert_eq!(llm.requests().len(), 1, "the stopped attempt never called the model");
+}
