@@ -13,7 +13,8 @@
 //!   say what is wrong with it.
 //! - **Configuration**: every threshold, with OmoiOS's defaults ([`config::OmoiConfig`]).
 //! - **Ports**: [`TaskStore`], [`SpecStore`], [`AgentStore`], [`EventStore`], [`MemoryStore`],
-//!   [`LlmClient`], [`Embedder`], [`Sandbox`]/[`SandboxProvider`] and [`Clock`].
+//!   [`InterventionStore`], [`LlmClient`], [`Embedder`], [`Sandbox`]/[`SandboxProvider`],
+//!   [`SandboxInventory`] and [`Clock`].
 //! - With feature `testkit`: conformance suites every adapter runs, [`ManualClock`](testkit::ManualClock),
 //!   [`ScriptedLlm`](testkit::ScriptedLlm) and fixtures.
 //!
