@@ -220,3 +220,112 @@ impl Trajectories {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use omoi_core::{Cursor, StoredEvent};
+    use serde_json::json;
+
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn step(task: TaskId, agent: AgentId, secs: i64, action: &str, detail: Value) -> StoredEvent {
+        let event = Event::AgentStep { task_id: task, agent_id: agent, step: 0, action: action.into(), detail };
+        StoredEvent { cursor: Cursor(0), at: at(secs), event }
+    }
+
+    #[test]
+    fn steps_become_actions_observations_messages_and_context_window_errors() {
+        let (task, agent) = (TaskId::new(), AgentId::new());
+        let mut book = Trajectories::new(20);
+        book.observe(&step(task, agent, 0, "model", json!({"text": "thinking", "tool_calls": ["run_command"]})));
+        book.observe(&step(task, agent, 1, "tool_call", json!({"name": "run_command", "input": {"command": "ls"}})));
+        book.observe(&step(
+            task,
+            agent,
+            2,
+            "tool_result",
+            json!({"name": "run_command", "is_error": false, "output": "a"}),
+        ));
+        book.observe(&step(task, agent, 3, "model", json!({"text": "done?", "tool_calls": []})));
+        book.observe(&step(
+            task,
+            agent,
+            4,
+            "model_error",
+            json!({"error": "invalid request (400): prompt is too long"}),
+        ));
+        let items: Vec<Item> = book.get(task).unwrap().entries.iter().map(|e| e.item.clone()).collect();
+        assert_eq!(items.len(), 4, "a model turn that calls tools is not an item: {items:?}");
+        assert!(matches!(&items[0], Item::Action(a) if a.starts_with("run_command")));
+        assert!(matches!(&items[1], Item::Observation { is_error: false, .. }));
+        assert_eq!(items[2], Item::Message("done?".into()));
+        assert_eq!(items[3], Item::ContextWindowError);
+        assert_eq!(book.get(task).unwrap().steps, 5);
+    }
+
+    #[test]
+    fn file_changes_test_runs_and_finish_are_progress_and_reads_are_not() {
+        let (task, agent) = (TaskId::new(), AgentId::new());
+        let mut book = Trajectories::new(20);
+        book.observe(&step(task, agent, 0, "tool_call", json!({"name": "read_file", "input": {"path": "a"}})));
+        book.observe(&step(
+            task,
+            agent,
+            5,
+            "tool_result",
+            json!({"name": "read_file", "is_error": false, "output": "x"}),
+        ));
+        assert_eq!(book.get(task).unwrap().last_progress, at(0), "reading is not progress");
+        book.observe(&step(
+            task,
+            agent,
+            10,
+            "tool_call",
+            json!({"name": "run_command", "input": {"command": "pytest -q"}}),
+        ));
+        book.observe(&step(
+            task,
+            agent,
+            20,
+            "tool_result",
+            json!({"name": "run_command", "is_error": true, "output": "1 failed"}),
+        ));
+        assert_eq!(book.get(task).unwrap().last_progress, at(20), "a test result, even a failing one");
+        book.observe(&step(task, agent, 30, "tool_call", json!({"name": "write_file", "input": {"path": "a"}})));
+        book.observe(&step(
+            task,
+            agent,
+            31,
+            "tool_result",
+            json!({"name": "write_file", "is_error": false, "output": "ok"}),
+        ));
+        assert_eq!(book.get(task).unwrap().last_progress, at(31));
+        book.observe(&step(task, agent, 40, "tool_call", json!({"name": "finish", "input": {}})));
+        assert_eq!(book.get(task).unwrap().last_progress, at(40));
+    }
+
+    #[test]
+    fn steering_starts_a_fresh_window_a_new_agent_a_fresh_trajectory_and_an_ended_task_is_forgotten() {
+        let (task, agent) = (TaskId::new(), AgentId::new());
+        let mut book = Trajectories::new(3);
+        for i in 0..5 {
+            book.observe(&step(task, agent, i, "tool_call", json!({"name": "ls", "input": {"n": i}})));
+        }
+        assert_eq!(book.get(task).unwrap().entries.len(), 3, "bounded window");
+        book.observe(&step(task, agent, 6, "steering", json!({"message": "focus"})));
+        assert!(book.get(task).unwrap().entries.is_empty());
+        assert!(book.get(task).unwrap().recent_text.iter().all(|l| !l.contains("focus")));
+        let other = AgentId::new();
+        book.observe(&step(task, other, 7, "tool_call", json!({"name": "ls", "input": {}})));
+        let t = book.get(task).unwrap();
+        assert_eq!((t.agent_id, t.started, t.entries.len()), (other, at(7), 1));
+        let done =
+            StoredEvent { cursor: Cursor(0), at: at(8), event: Event::TaskCompleted { task_id: task, holder: other } };
+        book.observe(&done);
+        assert!(book.get(task).is_none());
+    }
+}
