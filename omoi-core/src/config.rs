@@ -467,6 +467,30 @@ pub struct CoherenceThresholds {
     pub duplicate_similarity: f64,
     /// Embedding similarity that makes a pair a duplicate candidate for the model (ours).
     pub duplicate_prefilter: f64,
+    /// Weights of the coherence score's terms.
+    pub weights: CoherenceWeights,
+}
+
+/// Weights of the conductor's coherence score: `mean alignment − unaligned·(unaligned/n) −
+/// needs_steering·(needing steering/n) + phase_diversity·(distinct phases/n) +
+/// load_balance·(1 − variance/mean² of tasks per agent)`, clamped to 0–1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoherenceWeights {
+    /// Penalty per unaligned agent (alignment below the correction threshold). OmoiOS: 0.2.
+    pub unaligned: f64,
+    /// Penalty per agent needing steering (below the guidance threshold). OmoiOS code: 0.3 (docs: 0.1).
+    pub needs_steering: f64,
+    /// Bonus for distinct phases worked on. OmoiOS: 0.1.
+    pub phase_diversity: f64,
+    /// Bonus for an even load across agents. OmoiOS: 0.1.
+    pub load_balance: f64,
+}
+
+impl Default for CoherenceWeights {
+    fn default() -> Self {
+        Self { unaligned: 0.2, needs_steering: 0.3, phase_diversity: 0.1, load_balance: 0.1 }
+    }
 }
 
 impl Default for CoherenceThresholds {
@@ -478,6 +502,7 @@ impl Default for CoherenceThresholds {
             inefficient_duplicate_fraction: 0.3,
             duplicate_similarity: 0.7,
             duplicate_prefilter: 0.8,
+            weights: CoherenceWeights::default(),
         }
     }
 }
@@ -498,6 +523,12 @@ pub struct StuckRules {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub no_progress_for: Duration,
+    /// Only the newest this many trajectory items (after the last steering) are examined.
+    /// OpenHands SDK: 20 events.
+    pub window: u32,
+    /// Context-window errors within the window that count as stuck (OpenHands V0 used 10
+    /// condensations; ours counts hard errors, so fewer).
+    pub context_window_errors: u32,
 }
 
 impl Default for StuckRules {
@@ -508,6 +539,8 @@ impl Default for StuckRules {
             same_message_repeats: 3,
             oscillation_window: 6,
             no_progress_for: secs(600),
+            window: 20,
+            context_window_errors: 3,
         }
     }
 }
@@ -528,15 +561,15 @@ pub struct MonitorConfig {
     pub guardian_min_agent_age: Duration,
     /// Past analyses given to the guardian. OmoiOS: 10.
     pub guardian_history: usize,
+    /// Characters of compacted trajectory given to the guardian, newest kept (ours: 8000, about
+    /// 2000 tokens; OmoiOS cut the agent output to 2000 characters).
+    pub guardian_trajectory_chars: usize,
     /// Conductor interval. OmoiOS: 300 s.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub conductor_interval: Duration,
-    /// Health check interval. OmoiOS: 30 s.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub health_interval: Duration,
-    /// Alert when the mean alignment falls below this. OmoiOS: 0.3.
+    /// The conductor alerts when the mean known alignment falls below this. OmoiOS: 0.3 (its
+    /// separate 30 s health loop is the conductor's check here).
     pub alert_mean_alignment_below: f64,
     /// Send interventions (OmoiOS: off, so they were recorded but never sent; ours: on).
     pub auto_steering: bool,
@@ -554,6 +587,18 @@ pub struct MonitorConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub ticket_check_interval: Duration,
+    /// How often the stuck detector reads new trajectory events (ours: 10 s).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub stuck_interval: Duration,
+    /// At most one steer per agent per this long; a steer is also held while the previous one is
+    /// unacknowledged. Hephaestus: 5 min (written, never called).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub steer_cooldown: Duration,
+    /// Steers of one severity the agent may ignore (it is steered again for the same task)
+    /// before the next one escalates: guidance → correction → emergency stop (ours: 1).
+    pub escalate_after_ignored: u32,
 }
 
 impl Default for MonitorConfig {
@@ -563,8 +608,8 @@ impl Default for MonitorConfig {
             guardian_max_concurrent: 5,
             guardian_min_agent_age: secs(60),
             guardian_history: 10,
+            guardian_trajectory_chars: 8000,
             conductor_interval: secs(300),
-            health_interval: secs(30),
             alert_mean_alignment_below: 0.3,
             auto_steering: true,
             steering: SteeringThresholds::default(),
@@ -572,6 +617,9 @@ impl Default for MonitorConfig {
             stuck: StuckRules::default(),
             ticket_blocked_after: secs(1800),
             ticket_check_interval: secs(300),
+            stuck_interval: secs(10),
+            steer_cooldown: secs(300),
+            escalate_after_ignored: 1,
         }
     }
 }

@@ -124,6 +124,11 @@ typed_id!(
     SandboxId,
     "sandbox"
 );
+typed_id!(
+    /// Identifies an [`Intervention`](crate::Intervention): a steering message from a monitor.
+    InterventionId,
+    "intervention"
+);
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,8 @@
 //!   say what is wrong with it.
 //! - **Configuration**: every threshold, with OmoiOS's defaults ([`config::OmoiConfig`]).
 //! - **Ports**: [`TaskStore`], [`SpecStore`], [`AgentStore`], [`EventStore`], [`MemoryStore`],
-//!   [`LlmClient`], [`Embedder`], [`Sandbox`]/[`SandboxProvider`] and [`Clock`].
+//!   [`InterventionStore`], [`LlmClient`], [`Embedder`], [`Sandbox`]/[`SandboxProvider`],
+//!   [`SandboxInventory`] and [`Clock`].
 //! - With feature `testkit`: conformance suites every adapter runs, [`ManualClock`](testkit::ManualClock),
 //!   [`ScriptedLlm`](testkit::ScriptedLlm) and fixtures.
 //!
@@ -48,23 +49,26 @@ pub mod validate;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
-pub use domain::{agent, common, discovery, event, memory, spec, task, ticket};
+pub use domain::{agent, common, discovery, event, intervention, memory, monitoring, spec, task, ticket};
 
 pub use domain::agent::{Agent, AgentKind, Heartbeat, HeartbeatAck, NewAgent, OverdueAgent};
 pub use domain::common::{ExecutionMode, Priority, Usage, WorkPhase};
 pub use domain::discovery::{Discovery, DiscoveryKind, ResolutionStatus};
 pub use domain::event::{Cursor, Event, StoredEvent, Subject};
+pub use domain::intervention::{Intervention, InterventionSource, NewIntervention, Severity};
 pub use domain::memory::{Memory, MemoryHit, MemoryKind, MemoryQuery, NewMemory, SearchMode};
+pub use domain::monitoring::{StuckRule, SystemHealth};
 pub use domain::spec::{NewSpec, PhaseCheckpoint, PlannedTask, PlannedTicket, Spec, SyncOutcome, SyncPlan};
 pub use domain::task::{BackoffPolicy, FencingToken, Lease, NewTask, Task, TaskDefinition, TaskLinks};
 pub use domain::ticket::{Ticket, TicketStatus};
 pub use error::{BoxError, StoreError, TaskRef};
-pub use ids::{AgentId, DiscoveryId, MemoryId, SandboxId, SpecId, TaskId, TicketId};
+pub use ids::{AgentId, DiscoveryId, InterventionId, MemoryId, SandboxId, SpecId, TaskId, TicketId};
 pub use macros::ParseEnumError;
 pub use ports::agent_store::AgentStore;
 pub use ports::clock::{Clock, SystemClock};
 pub use ports::embedder::{EmbedError, Embedder, HashingEmbedder};
 pub use ports::event_store::{EventStore, EventStream, WakeStream};
+pub use ports::intervention_store::InterventionStore;
 pub use ports::llm::{
     CompletionRequest, CompletionResponse, ContentBlock, LlmClient, LlmError, Message, OutputSchema, Role, StopReason,
     ToolCall, ToolSpec, complete_as,
@@ -74,6 +78,7 @@ pub use ports::sandbox::{
     Command, ExecOutput, ExecRequest, NetworkPolicy, ResourceLimits, Sandbox, SandboxError, SandboxProvider,
     SandboxSpec, SandboxStatus, WorkspacePath,
 };
+pub use ports::sandbox_inventory::{SandboxInventory, SandboxRecord};
 pub use ports::spec_store::SpecStore;
 pub use ports::task_store::{
     ClaimRequest, ClaimedTask, Completion, FailOutcome, Failure, TaskCounts, TaskFilter, TaskStore,

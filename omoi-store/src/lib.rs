@@ -13,6 +13,9 @@
 //! | `redis` | `RedisStore` | `AgentStore` (heartbeats, TTL liveness keys) and `EventStore` (Streams: durable cross-process fan-out) |
 //! | `postgres` | `PostgresStore` | all five; any number of processes on one database (pgvector for memories) |
 //!
+//! The memory, SQLite and Postgres adapters also implement
+//! [`InterventionStore`](omoi_core::InterventionStore) (durable steering, with its conformance suite).
+//!
 //! Engines depend on the ports only; pick an adapter where you assemble your orchestrator:
 //!
 //! ```

@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::discovery::DiscoveryKind;
+use super::intervention::{InterventionSource, Severity};
+use super::monitoring::{StuckRule, SystemHealth};
 use super::task::FencingToken;
-use crate::ids::{AgentId, DiscoveryId, MemoryId, SpecId, TaskId, TicketId};
+use crate::ids::{AgentId, DiscoveryId, InterventionId, MemoryId, SpecId, TaskId, TicketId};
 use crate::state::{AgentStatus, SpecPhase, SpecState};
 
 /// Position in the event log. Events carry strictly increasing cursors; reading "after" a
@@ -362,6 +364,73 @@ events! {
     MemoryStored "memory.stored" => Memory(memory_id) {
         /// The memory.
         memory_id: MemoryId,
+    }
+    // --- monitoring and interventions (omoi-monitor) ---
+    /// An intervention was recorded for an agent.
+    InterventionRecorded "intervention.recorded" => Agent(agent_id) {
+        /// The intervention.
+        intervention_id: InterventionId,
+        /// The agent steered.
+        agent_id: AgentId,
+        /// The task run it is meant for, if any.
+        task_id: Option<TaskId>,
+        /// How strongly.
+        severity: Severity,
+        /// Who decided.
+        source: InterventionSource,
+    }
+    /// The agent applied an intervention.
+    InterventionAcknowledged "intervention.acknowledged" => Agent(agent_id) {
+        /// The intervention.
+        intervention_id: InterventionId,
+        /// The agent that applied it.
+        agent_id: AgentId,
+        /// The task run it was meant for, if any.
+        task_id: Option<TaskId>,
+    }
+    /// The stuck detector found a loop in a task run's trajectory.
+    MonitorStuckDetected "monitor.stuck_detected" => Task(task_id) {
+        /// The task.
+        task_id: TaskId,
+        /// The agent running it.
+        agent_id: AgentId,
+        /// The rule tripped.
+        rule: StuckRule,
+        /// How many repeats (or minutes without progress) it saw.
+        repeats: u32,
+    }
+    /// The guardian analysed an agent's trajectory.
+    MonitorAgentAnalysed "monitor.agent_analysed" => Agent(agent_id) {
+        /// The agent.
+        agent_id: AgentId,
+        /// The task run analysed.
+        task_id: TaskId,
+        /// Alignment 0–1; `None` when the analysis failed (unknown, never "aligned").
+        alignment: Option<f64>,
+        /// What the agent is doing, or why the analysis failed.
+        summary: String,
+    }
+    /// The conductor assessed the whole system.
+    MonitorSystemAssessed "monitor.system_assessed" => Agent(conductor_id) {
+        /// The conductor.
+        conductor_id: AgentId,
+        /// Coherence 0–1.
+        coherence: f64,
+        /// Health status.
+        health: SystemHealth,
+        /// Running agents (task runs) assessed.
+        agents: u32,
+        /// Confirmed duplicate pairs.
+        duplicates: u32,
+    }
+    /// A sandbox whose task is no longer leased by its holder was destroyed.
+    MonitorSandboxReaped "monitor.sandbox_reaped" => Agent(holder) {
+        /// The agent that held the task.
+        holder: AgentId,
+        /// The task the sandbox was for, if its labels named one.
+        task_id: Option<TaskId>,
+        /// Why it was reaped.
+        reason: String,
     }
 }
 

@@ -18,7 +18,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use omoi_core::config::ExecConfig;
-use omoi_core::{Clock, EventStore, ExecutionMode, LlmClient, Sandbox, SandboxProvider, SandboxSpec, Task, TaskStore};
+use omoi_core::{
+    Clock, EventStore, ExecutionMode, InterventionStore, LlmClient, Sandbox, SandboxProvider, SandboxSpec, Task,
+    TaskStore,
+};
 use serde_json::{Value, json};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -147,6 +150,13 @@ impl AgentExecutor {
         self
     }
 
+    /// Delivers the interventions recorded in `store` (by monitors in any process) to the
+    /// running agents, acknowledging each as it is applied.
+    pub fn with_interventions(mut self, store: Arc<dyn InterventionStore>) -> Self {
+        self.mailboxes = self.mailboxes.with_store(store);
+        self
+    }
+
     /// How predecessor results are merged (a task can override it with `input.synthesis`).
     pub fn with_synthesis(mut self, strategy: SynthesisStrategy) -> Self {
         self.synthesis = strategy;
@@ -270,7 +280,9 @@ fn outcome_to_finish(o: &AgentOutcome) -> Result<super::tools::FinishArgs, ExecE
     match (&o.stop, &o.finish) {
         (StopCause::Finished, Some(f)) => Ok(f.clone()),
         (StopCause::BudgetExceeded(b), _) => Err(ExecError::permanent(b.to_string())),
-        (StopCause::Stopped { by, message }, _) => Err(ExecError::permanent(format!("stopped by {by}: {message}"))),
+        // An emergency stop ends this attempt (it counts, like a lost lease); the task may be
+        // retried by another run, and the sandbox is destroyed on the way out.
+        (StopCause::Stopped { by, message }, _) => Err(ExecError::retryable(format!("stopped by {by}: {message}"))),
         (StopCause::Cancelled, _) => Err(ExecError::retryable("cancelled")),
         (StopCause::ModelStopped, _) => Err(ExecError::retryable("the model stopped without calling finish")),
         (StopCause::TooManyErrors(n), _) => Err(ExecError::retryable(format!("{n} tool calls failed in a row"))),

@@ -4,6 +4,7 @@
 
 mod budget;
 mod executor;
+mod guard;
 mod mailbox;
 mod policy;
 mod prompt;

@@ -1,11 +1,13 @@
 //! `AgentRun`: the loop of model turns and tool calls in a sandbox.
 //!
-//! Before every model call every [`CallGate`] (budgets) is consulted; between turns the
-//! task's mailbox is read and steering is injected; every step is recorded as an
-//! `agent.step` event; tools outside the [`ToolPolicy`] are refused with an error result the
-//! model sees; the run ends when the model calls `finish`, a budget is exhausted, a monitor
-//! stops it, the model stops calling tools, too many tool calls fail in a row, or the caller
-//! cancels.
+//! Before every model call every [`CallGate`] (budgets) is consulted; between turns the task's
+//! mailbox (in-process messages and, when durable, the interventions stored for this agent and
+//! task) is read, each intervention acknowledged and its steering injected; every step is
+//! recorded as an `agent.step` event; tools outside the [`ToolPolicy`] are refused with an error
+//! result the model sees; a tool call identical to the one that just failed is refused the same
+//! way (the repetition guard) instead of being run again; the run ends when the model calls
+//! `finish`, a budget is exhausted, a monitor stops it, the model stops calling tools, too many
+//! tool calls fail in a row, or the caller cancels.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::budget::{BudgetExceeded, CallGate};
+use super::guard::RepeatGuard;
 use super::mailbox::{Mailboxes, Severity};
 use super::policy::{ToolName, ToolPolicy};
 use super::tools::{self, FinishArgs, ReportedDiscovery, ToolOutcome, ToolRunner};
@@ -155,6 +158,8 @@ struct Recorder<'a> {
     task_id: TaskId,
     agent_id: AgentId,
     step: u32,
+    /// Refuses a blind retry of the call that just failed.
+    guard: RepeatGuard,
 }
 
 impl Recorder<'_> {
@@ -194,7 +199,13 @@ impl AgentRun<'_> {
             output_limit: self.output_limit,
             read_only: self.policy.read_only(),
         };
-        let mut rec = Recorder { events: self.events, task_id: self.task_id, agent_id: self.agent_id, step: 0 };
+        let mut rec = Recorder {
+            events: self.events,
+            task_id: self.task_id,
+            agent_id: self.agent_id,
+            step: 0,
+            guard: RepeatGuard::default(),
+        };
         let mut messages = vec![Message::user(self.prompt.clone())];
         let mut out = AgentOutcome {
             stop: StopCause::Finished,
@@ -239,7 +250,14 @@ impl AgentRun<'_> {
                 }
             };
             let response = tokio::select! {
-                r = self.llm.complete(&request) => r?,
+                r = self.llm.complete(&request) => match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Recorded so monitors see repeated failures (e.g. context-window overflows).
+                        rec.step("model_error", json!({ "error": clip(&e.to_string()) })).await?;
+                        return Err(e.into());
+                    }
+                },
                 () = cancelled => {
                     rec.step("cancelled", json!({})).await?;
                     out.stop = StopCause::Cancelled;
@@ -304,6 +322,11 @@ impl AgentRun<'_> {
             rec.step("refused", json!({ "name": call.name, "reason": refusal })).await?;
             return Ok((refusal, true));
         }
+        if let Some(refusal) = rec.guard.refusal(call) {
+            rec.step("refused", json!({ "name": call.name, "reason": "repeat_of_failed_call" })).await?;
+            warn!(tool = %call.name, "refused a blind retry of the call that just failed");
+            return Ok((refusal, true));
+        }
         let tool: ToolName = call.name.parse().expect("the policy only allows known tools");
         let outcome = async { runner.run(tool, call).await }.instrument(info_span!("tool", name = %call.name)).await?;
         let (text, is_error) = match outcome {
@@ -330,6 +353,7 @@ impl AgentRun<'_> {
             },
         };
         rec.step("tool_result", json!({ "name": call.name, "is_error": is_error, "output": clip(&text) })).await?;
+        rec.guard.record(call, is_error, &text);
         Ok((text, is_error))
     }
 
@@ -340,8 +364,10 @@ impl AgentRun<'_> {
         rec: &mut Recorder<'_>,
     ) -> Result<Option<StopCause>, AgentError> {
         let Some(boxes) = self.mailboxes else { return Ok(None) };
-        for s in boxes.drain(self.task_id) {
-            rec.step("steering", json!({ "severity": s.severity, "from": s.from, "message": s.message })).await?;
+        for s in boxes.take(self.task_id, self.agent_id).await? {
+            let detail =
+                json!({ "severity": s.severity, "from": s.from, "message": s.message, "intervention": s.intervention });
+            rec.step("steering", detail).await?;
             if s.severity == Severity::Emergency {
                 return Ok(Some(StopCause::Stopped { by: s.from, message: s.message }));
             }

@@ -48,7 +48,7 @@ use tracing::{info, warn};
 pub use builder::OrchestratorBuilder;
 pub use report::{RunReport, TaskOutcome};
 
-use crate::git::{GitError, GitRepo, MergeReport, merge_in_conflict_order};
+use crate::git::{GitError, GitRepo, MergeError, MergeReport, merge_in_conflict_order};
 use crate::worker::{Worker, WorkerStats};
 
 /// Why an orchestrator call failed.
@@ -61,9 +61,12 @@ pub enum OrchestratorError {
     /// The spec pipeline failed.
     #[error(transparent)]
     Spec(#[from] SpecError),
-    /// A git operation of the merge failed.
+    /// A git operation failed.
     #[error(transparent)]
     Git(#[from] GitError),
+    /// The merge was refused (e.g. the base branch is checked out with local changes) or failed.
+    #[error(transparent)]
+    Merge(#[from] MergeError),
     /// The call needs something the orchestrator was not built with.
     #[error("{0}")]
     NotConfigured(&'static str),

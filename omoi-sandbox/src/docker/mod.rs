@@ -3,6 +3,7 @@
 mod create;
 mod exec;
 mod files;
+mod inventory;
 mod readonly;
 mod sandbox;
 

@@ -31,6 +31,7 @@
 
 mod agents;
 mod events;
+mod interventions;
 mod memories;
 mod specs;
 mod tasks;
@@ -59,6 +60,7 @@ struct State {
     tasks: tasks::Tasks,
     specs: specs::Specs,
     agents: agents::Agents,
+    interventions: interventions::Interventions,
     memories: memories::Memories,
     events: Vec<StoredEvent>,
 }

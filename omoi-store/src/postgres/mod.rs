@@ -5,6 +5,7 @@
 mod agents;
 mod error;
 mod events;
+mod interventions;
 mod memories;
 mod notify;
 mod rows;

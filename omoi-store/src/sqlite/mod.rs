@@ -4,6 +4,7 @@ mod agents;
 mod codec;
 mod error;
 mod events;
+mod interventions;
 mod memories;
 mod specs;
 mod tasks;

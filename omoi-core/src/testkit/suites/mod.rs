@@ -6,6 +6,7 @@
 
 pub mod agent_store;
 pub mod event_store;
+pub mod intervention_store;
 pub mod memory_store;
 pub mod sandbox;
 pub mod sandbox_read_only;
