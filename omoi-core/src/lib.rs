@@ -8,11 +8,12 @@
 //!   [`Discovery`], [`Memory`] and the typed [`Event`] enum (`task.completed`, …).
 //! - **State machines** kept as data, one pure transition function each: [`TaskState::apply`],
 //!   [`SpecState::apply`], [`AgentStatus::transition`].
-//! - **Pure algorithms**: dependency graphs ([`dag`]), reciprocal rank fusion ([`rrf`]).
+//! - **Pure algorithms**: dependency graphs ([`dag`]), reciprocal rank fusion ([`rrf`]), discovery
+//!   branching rules ([`branching`]).
 //! - **EARS requirements** ([`ears`]): parse a requirement sentence into its typed pattern, or
 //!   say what is wrong with it.
 //! - **Configuration**: every threshold, with OmoiOS's defaults ([`config::OmoiConfig`]).
-//! - **Ports**: [`TaskStore`], [`SpecStore`], [`AgentStore`], [`EventStore`], [`MemoryStore`],
+//! - **Ports**: [`TaskStore`], [`SpecStore`], [`AgentStore`], [`EventStore`], [`MemoryStore`], [`DiscoveryStore`],
 //!   [`LlmClient`], [`Embedder`], [`Sandbox`]/[`SandboxProvider`] and [`Clock`].
 //! - With feature `testkit`: conformance suites every adapter runs, [`ManualClock`](testkit::ManualClock),
 //!   [`ScriptedLlm`](testkit::ScriptedLlm) and fixtures.
@@ -32,6 +33,7 @@
 
 mod macros;
 
+pub mod branching;
 pub mod config;
 pub mod dag;
 pub mod domain;
@@ -51,7 +53,10 @@ pub use domain::{agent, common, discovery, event, memory, spec, task, ticket};
 
 pub use domain::agent::{Agent, AgentKind, Heartbeat, HeartbeatAck, NewAgent, OverdueAgent};
 pub use domain::common::{ExecutionMode, Priority, Usage, WorkPhase};
-pub use domain::discovery::{Discovery, DiscoveryKind, ResolutionStatus};
+pub use domain::discovery::{
+    Discovery, DiscoveryKind, DiscoveryStatus, DiscoveryTransition, DuplicateOf, Evidence, NewDiscovery, Refusal,
+    RefusalReason,
+};
 pub use domain::event::{Cursor, Event, StoredEvent, Subject};
 pub use domain::memory::{Memory, MemoryHit, MemoryKind, MemoryQuery, NewMemory, SearchMode};
 pub use domain::spec::{NewSpec, PhaseCheckpoint, PlannedTask, PlannedTicket, Spec, SyncOutcome, SyncPlan};
@@ -62,6 +67,7 @@ pub use ids::{AgentId, DiscoveryId, MemoryId, SandboxId, SpecId, TaskId, TicketI
 pub use macros::ParseEnumError;
 pub use ports::agent_store::AgentStore;
 pub use ports::clock::{Clock, SystemClock};
+pub use ports::discovery_store::{DiscoveryFilter, DiscoveryReport, DiscoveryStore, RecordOutcome};
 pub use ports::embedder::{EmbedError, Embedder, HashingEmbedder};
 pub use ports::event_store::{EventStore, EventStream};
 pub use ports::llm::{
