@@ -17,3 +17,4 @@ omoi_core::spec_store_suite!(store);
 omoi_core::agent_store_suite!(store);
 omoi_core::event_store_suite!(store);
 omoi_core::memory_store_suite!(store);
+omoi_core::discovery_store_suite!(store);
