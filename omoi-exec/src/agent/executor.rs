@@ -7,6 +7,13 @@
 //! task's mode and the budgets of [`ExecConfig`]; on `finish`, commit the work on the task
 //! branch and bring the branch back to the origin (implementation), or discard any change a
 //! read-only mode left behind (exploration, validation); destroy the sandbox whatever happened.
+//!
+//! A validation's verdict comes from the test commands it ran (recorded by the `run_command`
+//! tool), never from the model. A failed verdict, given a discovery service
+//! ([`AgentExecutor::with_discoveries`]), branches a blocking discovery whose branch is the
+//! revision and a new validation (bounded by `exec.max_validation_iterations`); without one, or
+//! past the bound, the validation fails with its history. The task result is a typed
+//! [`AgentResult`].
 
 use std::sync::Arc;
 
