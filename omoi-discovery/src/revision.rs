@@ -5,8 +5,8 @@
 //! discovery limits); past it the validation fails with the history of every failed run.
 
 use omoi_core::{
-    DiscoveryKind, DiscoveryReport, Evidence, ExecutionMode, NewDiscovery, NewTask, RecordOutcome, Refusal, Task,
-    WorkPhase,
+    DiscoveryFilter, DiscoveryKind, DiscoveryReport, Evidence, ExecutionMode, NewDiscovery, NewTask, RecordOutcome,
+    Refusal, Task, WorkPhase,
 };
 use serde_json::{Value, json};
 
@@ -63,6 +63,20 @@ impl DiscoveryService {
     pub async fn revise(&self, failed: FailedValidation, max_iterations: u32) -> Result<Revision, DiscoveryError> {
         let v = &failed.validation;
         let n = iteration(v);
+        // A retried attempt of a validation that already branched its revision reuses it.
+        let mine =
+            DiscoveryFilter { source_task: Some(v.id), kinds: vec![DiscoveryKind::Bug], ..DiscoveryFilter::default() };
+        if let Some(d) = self.store().list_discoveries(&mine).await?.into_iter().find(|d| !d.spawned.is_empty()) {
+            let mut local_ids = Vec::with_capacity(d.spawned.len());
+            for t in &d.spawned {
+                local_ids.push(self.tasks().get_task(*t).await?.links.local_id.unwrap_or_default());
+            }
+            let outcome = RecordOutcome::Branched { discovery: d.id, tasks: d.spawned, local_ids, held: Vec::new() };
+            return Ok(Revision::Branched {
+                reported: Reported { outcome, similarity: None, semantic_skipped: None },
+                next_iteration: n + 1,
+            });
+        }
         let mut history = self.history(v).await?;
         history.push(format!(
             "iteration {n}: `{}` failed: {}",

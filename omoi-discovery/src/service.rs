@@ -134,6 +134,11 @@ impl DiscoveryService {
         self.limits
     }
 
+    /// The task store.
+    pub fn tasks(&self) -> &Arc<dyn TaskStore> {
+        &self.tasks
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn DiscoveryStore> {
         &self.store

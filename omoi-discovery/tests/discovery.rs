@@ -247,6 +247,16 @@ async fn failed_validation_branches_a_revision_and_a_revalidation(env: Env) {
     assert_eq!(revalidation.def.mode, ExecutionMode::Validation);
     assert_eq!(revalidation.dependencies, [revision.id]);
     assert_eq!(omoi_discovery::iteration(&revalidation), 2);
+    // A retried attempt of the same validation reuses its revision instead of branching again.
+    let retry = FailedValidation {
+        validation: env.store.get_task(validate.id).await.unwrap(),
+        commands: vec!["python3 -m unittest".into()],
+        output: "FAIL again".into(),
+        files: vec![],
+    };
+    let Revision::Branched { reported: again, .. } = service.revise(retry, 3).await.unwrap() else { panic!() };
+    assert_eq!(again.outcome.discovery(), reported.outcome.discovery());
+    assert_eq!(again.outcome.spawned(), tasks.as_slice());
     env.complete(&v).await; // the failed validation's own job is done
     assert_eq!(env.state(merge.id).await, TaskState::Waiting);
     let r = env.claim(revision.id).await;
