@@ -10,9 +10,12 @@
 //!    sandbox, then prd, requirements, design and tasks, each scored by its evaluator (a weak
 //!    first attempt is retried with the evaluator's feedback), and sync into tickets and tasks.
 //! 3. Executes the tasks with two workers, each task an agent in its own local sandbox on its
-//!    own git branch; the validation task runs the real test suite on the merged work.
-//! 4. Merges the task branches into `main` in conflict order, prints the final branch and its
-//!    diff stat, and runs the tests on `main`.
+//!    own git branch; the validation task runs the real test suite on the merged work. Its
+//!    verdict comes from the exit code of that run: the suite fails on an edge case, so the
+//!    failed validation branches a blocking bug discovery — a revision task given the failing
+//!    output, then a new validation — which the tasks after it wait for.
+//! 4. Merges the branches a passing validation covers into `main` in conflict order (the fix
+//!    included), prints the final branch and its diff stat, and runs the tests on `main`.
 //!
 //! Everything is stored in one SQLite file. The model is a recorded conversation played by
 //! `ScriptedLlm` (the tools really run: files are written, commands and tests are executed); with
@@ -31,9 +34,11 @@ use std::time::{Duration, Instant};
 use omoi_core::config::{OmoiConfig, SpecConfig};
 use omoi_core::testkit::{Recording, ScriptedLlm};
 use omoi_core::{
-    Clock, CompletionRequest, EventStore, LlmClient, NewSpec, SpecStore, SystemClock, TaskFilter, TaskState, TaskStore,
+    Clock, CompletionRequest, EventStore, HashingEmbedder, LlmClient, NewSpec, SpecStore, SystemClock, TaskFilter,
+    TaskState, TaskStore,
 };
-use omoi_exec::agent::AgentExecutor;
+use omoi_discovery::DiscoveryService;
+use omoi_exec::agent::{AgentExecutor, AgentResult, mergeable_branches};
 use omoi_exec::git::{GitRepo, merge_in_conflict_order};
 use omoi_exec::llm::{AnthropicClient, OpenAiClient};
 use omoi_exec::spec_agent::AgentPhaseExecutor;
@@ -141,11 +146,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     // 2. Execution: two workers, each task an agent in its own sandbox on its own branch.
     println!("\n2. execution: 2 workers, one local sandbox per task");
+    let cfg = OmoiConfig::default();
+    // Discoveries (an agent's report_discovery, a failed validation's revision) branch the task
+    // graph through the service: deduplicated, bounded by the `discovery` config section.
+    let discoveries = DiscoveryService::new(Arc::new(store.clone()), tasks.clone(), &cfg.discovery)
+        .with_embedder(Arc::new(HashingEmbedder::new(256)));
     let executor = Arc::new(
         AgentExecutor::new(llm.clone(), sandboxes.clone(), tasks.clone(), events.clone(), clock.clone())
-            .with_origin(origin.clone(), "main"),
+            .with_origin(origin.clone(), "main")
+            .with_config(cfg.exec.clone())
+            .with_discoveries(discoveries),
     );
-    let cfg = OmoiConfig::default();
     let stop = CancellationToken::new();
     let mut handles = Vec::new();
     for name in ["worker-1", "worker-2"] {
@@ -188,19 +199,41 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
         return Err(format!("{} task(s) did not complete", failed.len()).into());
     }
-    if let Some(v) = done.iter().find(|t| t.def.mode == omoi_core::ExecutionMode::Validation) {
-        let passed = v.result.as_ref().and_then(|r| r["output"]["passed"].as_bool()).unwrap_or(false);
+    println!("\n   tasks after execution (branches under their parent):");
+    let local = |id: omoi_core::TaskId| {
+        done.iter().find(|t| t.id == id).and_then(|t| t.links.local_id.clone()).unwrap_or_else(|| id.to_string())
+    };
+    for t in &done {
+        let parent = t.links.parent_id.map(|p| format!("  ← branch of {}", local(p))).unwrap_or_default();
         println!(
-            "   validation ({}): tests {}",
-            v.links.local_id.clone().unwrap_or_default(),
-            if passed { "passed" } else { "FAILED" }
+            "     {:<12} {:<44} {:<14} {}{parent}",
+            t.links.local_id.clone().unwrap_or_default(),
+            t.def.title,
+            t.def.mode,
+            t.state
         );
+    }
+    for v in done.iter().filter(|t| t.def.mode == omoi_core::ExecutionMode::Validation) {
+        let Some(result) = AgentResult::of(v) else { continue };
+        let verdict = result.validation.as_ref().map(|v| v.describe()).unwrap_or_else(|| "no verdict".into());
+        println!(
+            "   validation ({}): tests {} ({verdict})",
+            v.links.local_id.clone().unwrap_or_default(),
+            if result.validation_passed() { "passed" } else { "FAILED" }
+        );
+        if let Some(r) = &result.revision {
+            println!(
+                "     → blocking bug discovery {}: revision and re-validation branched as {}",
+                r.discovery,
+                r.local_ids.join(", ")
+            );
+        }
     }
 
     // 3. Merge the task branches into main, fewest conflicts first.
     println!("\n3. merge into main (fewest conflicts first)");
-    let branches: Vec<String> =
-        done.iter().filter_map(|t| t.result.as_ref()?.get("branch")?.as_str().map(str::to_owned)).collect();
+    // Only work a passing validation covers is merged.
+    let branches = mergeable_branches(&done);
     let report = merge_in_conflict_order(&origin, "main", &branches).await?;
     for s in &report.order {
         let local = done
