@@ -18,6 +18,7 @@
 
 pub mod agent;
 pub mod git;
+pub mod integrate;
 pub mod spec_agent;
 pub mod synthesis;
 pub mod worker;

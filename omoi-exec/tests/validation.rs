@@ -283,3 +283,65 @@ async fn report_discovery_branches_through_the_service_and_the_model_is_told_the
     assert_eq!(branch.len(), 1);
     assert_eq!(branch[0].links.local_id.as_deref(), Some("TSK-001.1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_conflict_branches_a_resolution_task_and_the_merge_resumes_after_it() {
+    let e = env().await;
+    let formal = NewTask::new("greet formally").mode(ExecutionMode::Implementation);
+    let casual = NewTask::new("greet casually").mode(ExecutionMode::Implementation);
+    e.store.insert_tasks(vec![formal.clone(), casual.clone()]).await.unwrap();
+    for (task, body) in
+        [(&formal, "def greet():\n    return 'Good day'\n"), (&casual, "def greet():\n    return 'hey'\n")]
+    {
+        let c = e.claim(task.id).await;
+        e.llm.push_tool_call("write_file", json!({"path": "greet.py", "content": body}));
+        e.llm.push_tool_call("finish", json!({"summary": "wrote greet()"}));
+        e.run(&c).await.unwrap();
+    }
+    let branches = vec![format!("omoi/{}", formal.id), format!("omoi/{}", casual.id)];
+    let report = merge_in_conflict_order(&e.origin, "main", &branches).await.unwrap();
+    let stop = report.stopped.clone().expect("the second branch conflicts");
+    assert_eq!(stop.files, ["greet.py"]);
+    let source = e.all().await.into_iter().find(|t| stop.branch.ends_with(&t.id.to_string())).unwrap();
+
+    let service =
+        DiscoveryService::new(Arc::new(e.store.clone()), Arc::new(e.store.clone()), &DiscoveryConfig::default());
+    let reported = omoi_exec::integrate::report_conflict(&service, &source, "main", &stop).await.unwrap();
+    let resolution = reported.outcome.spawned()[0];
+    let d = e.store.get_discovery(reported.outcome.discovery()).await.unwrap();
+    assert_eq!(d.kind, omoi_core::DiscoveryKind::IntegrationIssue);
+    // The same conflict reported again is a duplicate: bounded like every discovery.
+    let again = omoi_exec::integrate::report_conflict(&service, &source, "main", &stop).await.unwrap();
+    assert!(again.message().contains("duplicate of discovery"), "{}", again.message());
+
+    // The resolution agent starts in the conflicted merge and writes both intents.
+    let c = e.claim(resolution).await;
+    let resolved = "def greet(formal=True):\n    return 'Good day' if formal else 'hey'\n";
+    e.llm.push_tool_call("read_file", json!({"path": "greet.py"}));
+    e.llm.push_tool_call("write_file", json!({"path": "greet.py", "content": resolved}));
+    e.llm.push_tool_call("finish", json!({"summary": "kept both greetings"}));
+    let out = e.run(&c).await.unwrap();
+    let seen = e
+        .llm
+        .requests()
+        .iter()
+        .rev()
+        .find_map(|r| match r.messages.last().unwrap().content.first() {
+            Some(ContentBlock::ToolResult { content, .. }) if content.contains("<<<<<<<") => Some(content.clone()),
+            _ => None,
+        })
+        .expect("the agent saw the conflict markers");
+    assert!(seen.contains("Good day") && seen.contains("hey"));
+    let fix_branch =
+        AgentResult::of(&Task { result: Some(out.result), ..e.get(resolution).await }).unwrap().branch.unwrap();
+
+    // The merge resumes with the resolution in place of the stopped branch.
+    let merged: Vec<String> = report.merged.iter().map(|(b, _)| b.clone()).collect();
+    let rest = omoi_exec::integrate::resume_with(&branches, &merged, &stop.branch, &fix_branch);
+    let resumed = merge_in_conflict_order(&e.origin, "main", &rest).await.unwrap();
+    assert!(resumed.stopped.is_none(), "{resumed:?}");
+    assert_eq!(e.origin.run(&["show", "main:greet.py"]).await.unwrap(), resolved);
+    let log = e.origin.run(&["log", "--format=%P", "-1", &fix_branch]).await.unwrap();
+    assert_eq!(log.split_whitespace().count(), 2, "the resolution is a merge commit of both sides");
+    assert_eq!(e.store.get_discovery(d.id).await.unwrap().status, DiscoveryStatus::Resolved);
+}

@@ -165,9 +165,15 @@ impl AgentExecutor {
             .await
             .map_err(|e| ExecError::retryable(format!("workspace: {e}")))?;
         let (synthesis, branches) = self.predecessors(task).await?;
+        // A conflict-resolution task (see `crate::integrate`) starts in the conflicted merge.
+        let resolves = task.def.input.get(crate::integrate::RESOLVE_KEY).and_then(Value::as_bool) == Some(true);
         for b in &branches {
             let merged = ws.git(&["merge", "-q", "--no-ff", "--no-edit", &format!("refs/remotes/origin/{b}")]).await;
             if let Err(e) = merged {
+                if resolves && task.def.mode == ExecutionMode::Implementation {
+                    info!(branch = %b, "left the conflicted merge for the agent to resolve");
+                    break;
+                }
                 let _ = ws.git(&["merge", "--abort"]).await;
                 return Err(ExecError::permanent(format!("predecessor branch {b} does not merge cleanly: {e}")));
             }
