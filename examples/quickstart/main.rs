@@ -10,9 +10,12 @@
 //!    sandbox, then prd, requirements, design and tasks, each scored by its evaluator (a weak
 //!    first attempt is retried with the evaluator's feedback), and sync into tickets and tasks.
 //! 3. Executes the tasks with two workers, each task an agent in its own local sandbox on its
-//!    own git branch; the validation task runs the real test suite on the merged work.
-//! 4. Merges the task branches into `main` in conflict order, prints the final branch and its
-//!    diff stat, and runs the tests on `main`.
+//!    own git branch; the validation task runs the real test suite on the merged work. Its
+//!    verdict comes from the exit code of that run: the suite fails on an edge case, so the
+//!    failed validation branches a blocking bug discovery — a revision task given the failing
+//!    output, then a new validation — which the tasks after it wait for.
+//! 4. Merges the branches a passing validation covers into `main` in conflict order (the fix
+//!    included), prints the final branch and its diff stat, and runs the tests on `main`.
 //!
 //! Everything is stored in one SQLite file. The model is a recorded conversation played by
 //! `ScriptedLlm` (the tools really run: files are written, commands and tests are executed); with
@@ -31,6 +34,7 @@ use std::time::{Duration, Instant};
 use omoi_core::config::OmoiConfig;
 use omoi_core::testkit::{Recording, ScriptedLlm};
 use omoi_core::{LlmClient, NewSpec, TaskFilter};
+use omoi_exec::agent::AgentResult;
 use omoi_exec::llm::{AnthropicClient, OpenAiClient};
 use omoi_exec::{GitRepo, Orchestrator};
 use omoi_sandbox::LocalSandboxProvider;
@@ -155,16 +159,39 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
         return Err(format!("{} task(s) did not complete", report.unfinished().count()).into());
     }
-    if let Some(v) = report.tasks.iter().find(|t| t.mode == omoi_core::ExecutionMode::Validation) {
-        let passed = v.result.as_ref().and_then(|r| r["output"]["passed"].as_bool()).unwrap_or(false);
+    let done = orch.submitted_tasks().await?;
+    println!("\n   tasks after execution (branches under their parent):");
+    let local = |id: omoi_core::TaskId| {
+        done.iter().find(|t| t.id == id).and_then(|t| t.links.local_id.clone()).unwrap_or_else(|| id.to_string())
+    };
+    for t in &done {
+        let parent = t.links.parent_id.map(|p| format!("  ← branch of {}", local(p))).unwrap_or_default();
         println!(
-            "   validation ({}): tests {}",
-            v.local_id.clone().unwrap_or_default(),
-            if passed { "passed" } else { "FAILED" }
+            "     {:<12} {:<44} {:<14} {}{parent}",
+            t.links.local_id.clone().unwrap_or_default(),
+            t.def.title,
+            t.def.mode,
+            t.state
         );
     }
+    for v in done.iter().filter(|t| t.def.mode == omoi_core::ExecutionMode::Validation) {
+        let Some(result) = AgentResult::of(v) else { continue };
+        let verdict = result.validation.as_ref().map(|v| v.describe()).unwrap_or_else(|| "no verdict".into());
+        println!(
+            "   validation ({}): tests {} ({verdict})",
+            v.links.local_id.clone().unwrap_or_default(),
+            if result.validation_passed() { "passed" } else { "FAILED" }
+        );
+        if let Some(r) = &result.revision {
+            println!(
+                "     → blocking bug discovery {}: revision and re-validation branched as {}",
+                r.discovery,
+                r.local_ids.join(", ")
+            );
+        }
+    }
 
-    // 3. Merge the task branches into main, fewest conflicts first.
+    // 3. Merge into main, fewest conflicts first: only work a passing validation covers.
     println!("\n3. merge into main (fewest conflicts first)");
     let merge = orch.merge().await?;
     for s in &merge.order {

@@ -86,6 +86,26 @@ pub(crate) async fn print(
             Event::TaskBlocked { task_id, .. } => {
                 Some(format!("{} is blocked", task_name(task_id, &names).unwrap_or_default()))
             }
+            Event::DiscoveryRecorded { source_task, kind, .. } => {
+                let who = task_name(source_task, &names).unwrap_or_default();
+                println!("      ◆ {who:<8} discovery: {kind}");
+                None
+            }
+            Event::DiscoveryBranchCreated { task_id, .. } => {
+                Some(format!("{} branched (discovery)", task_name(task_id, &names).unwrap_or_default()))
+            }
+            Event::DiscoveryDeduplicated { of, .. } => {
+                println!("      ◆ duplicate of {of:?}: nothing spawned");
+                None
+            }
+            Event::DiscoveryRefused { reason, detail, .. } => {
+                println!("      ◆ discovery refused ({reason}): {detail}");
+                None
+            }
+            Event::DiscoveryResolved { discovery_id } => {
+                println!("      ◆ discovery {discovery_id} resolved: its branch completed");
+                None
+            }
             _ => None,
         };
         if let Some(what) = moved {

@@ -11,7 +11,7 @@ fn quickstart_binary() -> PathBuf {
 }
 
 #[test]
-fn quickstart_runs_every_phase_executes_the_tasks_and_merges_a_tested_branch() {
+fn quickstart_runs_every_phase_revises_after_a_failed_validation_and_merges_the_validated_fix() {
     let bin = quickstart_binary();
     assert!(bin.exists(), "{} was not built", bin.display());
     let dir = tempfile::tempdir().unwrap();
@@ -29,8 +29,25 @@ fn quickstart_runs_every_phase_executes_the_tasks_and_merges_a_tested_branch() {
         assert!(stdout.contains(&format!("✓ {phase} passed")), "{phase} did not pass:\n{stdout}");
     }
     assert!(stdout.contains("requirements passed with 0.97 after 2 attempts"), "the retry with feedback shows");
-    assert!(stdout.contains("validation (TSK-004): tests passed"));
-    assert!(stdout.contains("merged 3 branches"));
+    // The validation's verdict comes from its test run: the edge case fails, so a blocking bug
+    // discovery branches the fix and a new validation, which passes; the fix is merged.
+    assert!(
+        stdout.contains(
+            "validation (TSK-004): tests FAILED (failed: `python3 -m unittest discover -s tests -v` exited 1)"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("◆ TSK-004  discovery: bug"), "{stdout}");
+    assert!(stdout.contains("TSK-004.1 branched (discovery)"), "{stdout}");
+    assert!(stdout.contains("revision and re-validation branched as TSK-004.1, TSK-004.1.2"), "{stdout}");
+    assert!(
+        stdout.contains("Revise after Run the test suite (iteration 1) implementation completed  ← branch of TSK-004")
+    );
+    assert!(stdout.contains(
+        "validation (TSK-004.1.2): tests passed (passed: `python3 -m unittest discover -s tests -v` exited 0)"
+    ));
+    assert!(stdout.contains("resolved: its branch completed"), "{stdout}");
+    assert!(stdout.contains("merged 4 branches"), "{stdout}");
     assert!(stdout.contains("tests on main: OK (Ran 9 tests"), "{stdout}");
     // The merged repository really contains the feature.
     let strings = std::fs::read_to_string(work.join("textkit/textkit/strings.py")).unwrap();
@@ -39,5 +56,7 @@ fn quickstart_runs_every_phase_executes_the_tasks_and_merges_a_tested_branch() {
     assert!(work.join("omoi.db").exists(), "state lives in one SQLite file");
     let log =
         Command::new("git").args(["log", "--oneline", "main"]).current_dir(work.join("textkit")).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&log.stdout).lines().filter(|l| l.contains("Merge omoi/")).count(), 3);
+    assert_eq!(String::from_utf8_lossy(&log.stdout).lines().filter(|l| l.contains("Merge omoi/")).count(), 4);
+    let strings = std::fs::read_to_string(work.join("textkit/textkit/strings.py")).unwrap();
+    assert!(strings.contains(".strip(\"-\")"), "the revision's fix is merged");
 }

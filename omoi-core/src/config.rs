@@ -375,7 +375,9 @@ impl Default for ExecConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscoveryConfig {
-    /// Embedding similarity at which a discovery duplicates an earlier one. OmoiOS diagnostics: 0.85.
+    /// Embedding cosine similarity at or above which a discovery duplicates an open discovery or
+    /// an unfinished task of the same spec and phase. OmoiOS diagnostics: 0.90
+    /// (`TaskDeduplicationService(similarity_threshold=0.90)`; its general task dedup used 0.85).
     pub dedup_similarity: f64,
     /// Branch tasks one source task may spawn (ours: 5).
     pub max_per_source_task: u32,
@@ -394,7 +396,7 @@ pub struct DiscoveryConfig {
 impl Default for DiscoveryConfig {
     fn default() -> Self {
         Self {
-            dedup_similarity: 0.85,
+            dedup_similarity: 0.90,
             max_per_source_task: 5,
             max_per_spec: 50,
             cooldown: secs(60),
@@ -698,7 +700,7 @@ mod tests {
         assert_eq!(c.spec.pass_threshold, 0.7);
         assert_eq!(c.memory.hybrid.rrf.k, 60.0);
         assert_eq!((c.memory.hybrid.vector_weight, c.memory.hybrid.keyword_weight), (0.6, 0.4));
-        assert_eq!(c.discovery.dedup_similarity, 0.85);
+        assert_eq!(c.discovery.dedup_similarity, 0.90);
         assert_eq!(c.spec.dedup.spec, 0.92);
     }
 

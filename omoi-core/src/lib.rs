@@ -8,13 +8,14 @@
 //!   [`Discovery`], [`Memory`] and the typed [`Event`] enum (`task.completed`, …).
 //! - **State machines** kept as data, one pure transition function each: [`TaskState::apply`],
 //!   [`SpecState::apply`], [`AgentStatus::transition`].
-//! - **Pure algorithms**: dependency graphs ([`dag`]), reciprocal rank fusion ([`rrf`]).
+//! - **Pure algorithms**: dependency graphs ([`dag`]), reciprocal rank fusion ([`rrf`]), discovery
+//!   branching rules ([`branching`]).
 //! - **EARS requirements** ([`ears`]): parse a requirement sentence into its typed pattern, or
 //!   say what is wrong with it.
 //! - **Configuration**: every threshold, with OmoiOS's defaults ([`config::OmoiConfig`]).
 //! - **Ports**: [`TaskStore`], [`SpecStore`], [`AgentStore`], [`EventStore`], [`MemoryStore`],
-//!   [`InterventionStore`], [`LlmClient`], [`Embedder`], [`Sandbox`]/[`SandboxProvider`],
-//!   [`SandboxInventory`] and [`Clock`].
+//!   [`DiscoveryStore`], [`InterventionStore`], [`LlmClient`], [`Embedder`],
+//!   [`Sandbox`]/[`SandboxProvider`], [`SandboxInventory`] and [`Clock`].
 //! - With feature `testkit`: conformance suites every adapter runs, [`ManualClock`](testkit::ManualClock),
 //!   [`ScriptedLlm`](testkit::ScriptedLlm) and fixtures.
 //!
@@ -33,6 +34,7 @@
 
 mod macros;
 
+pub mod branching;
 pub mod config;
 pub mod dag;
 pub mod domain;
@@ -53,7 +55,10 @@ pub use domain::{agent, common, discovery, event, intervention, memory, monitori
 
 pub use domain::agent::{Agent, AgentKind, Heartbeat, HeartbeatAck, NewAgent, OverdueAgent};
 pub use domain::common::{ExecutionMode, Priority, Usage, WorkPhase};
-pub use domain::discovery::{Discovery, DiscoveryKind, ResolutionStatus};
+pub use domain::discovery::{
+    Discovery, DiscoveryKind, DiscoveryStatus, DiscoveryTransition, DuplicateOf, Evidence, NewDiscovery, Refusal,
+    RefusalReason,
+};
 pub use domain::event::{Cursor, Event, StoredEvent, Subject};
 pub use domain::intervention::{Intervention, InterventionSource, NewIntervention, Severity};
 pub use domain::memory::{Memory, MemoryHit, MemoryKind, MemoryQuery, NewMemory, SearchMode};
@@ -66,6 +71,7 @@ pub use ids::{AgentId, DiscoveryId, InterventionId, MemoryId, SandboxId, SpecId,
 pub use macros::ParseEnumError;
 pub use ports::agent_store::AgentStore;
 pub use ports::clock::{Clock, SystemClock};
+pub use ports::discovery_store::{DiscoveryFilter, DiscoveryReport, DiscoveryStore, RecordOutcome};
 pub use ports::embedder::{EmbedError, Embedder, HashingEmbedder};
 pub use ports::event_store::{EventStore, EventStream, WakeStream};
 pub use ports::intervention_store::InterventionStore;

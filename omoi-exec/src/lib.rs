@@ -76,6 +76,7 @@
 pub mod agent;
 mod executor_fn;
 pub mod git;
+pub mod integrate;
 pub mod orchestrator;
 pub mod spec_agent;
 pub mod synthesis;

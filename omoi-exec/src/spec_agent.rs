@@ -151,6 +151,7 @@ impl AgentPhaseExecutor {
                 max_consecutive_errors: 4,
                 max_tokens: 8192,
                 cancel: None,
+                discoveries: None,
             };
             let outcome = run.run().await.map_err(|e| executor_error(e.to_string(), e.is_retryable()))?;
             ctx.budget.record(outcome.usage).await?;

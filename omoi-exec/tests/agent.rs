@@ -56,6 +56,7 @@ fn run<'a>(
         max_consecutive_errors: 3,
         max_tokens: 1024,
         cancel: None,
+        discoveries: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn run<'a>(
         mailboxes: Some(mailboxes),
         task_id: omoi_core::TaskId::new(),
         labels: Default::default(),
+        discoveries: None,
         agent_id: AgentId::new(),
         system: "test agent".into(),
         prompt: "do the task".into(),

@@ -144,6 +144,7 @@ async fn an_agent_repeating_a_failing_command_is_steered_between_turns_and_then_
         mailboxes: Some(&boxes),
         task_id: TaskId::new(),
         labels: Default::default(),
+        discoveries: None,
         agent_id: AgentId::new(),
         system: "agent".into(),
         prompt: "build the project".into(),

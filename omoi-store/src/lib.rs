@@ -8,10 +8,10 @@
 //!
 //! | feature | adapter | ports |
 //! |---|---|---|
-//! | `memory` (default) | [`InMemoryStore`] | all five, in-process |
-//! | `sqlite` | `SqliteStore` | all five, in one file on disk (bundled SQLite, WAL, FTS5); several processes may share it |
+//! | `memory` (default) | [`InMemoryStore`] | all five and `DiscoveryStore`, in-process |
+//! | `sqlite` | `SqliteStore` | all five and `DiscoveryStore`, in one file on disk (bundled SQLite, WAL, FTS5); several processes may share it |
 //! | `redis` | `RedisStore` | `AgentStore` (heartbeats, TTL liveness keys) and `EventStore` (Streams: durable cross-process fan-out) |
-//! | `postgres` | `PostgresStore` | all five; any number of processes on one database (pgvector for memories) |
+//! | `postgres` | `PostgresStore` | all five and `DiscoveryStore`; any number of processes on one database (pgvector for memories) |
 //!
 //! The memory, SQLite and Postgres adapters also implement
 //! [`InterventionStore`](omoi_core::InterventionStore) (durable steering, with its conformance suite).

@@ -81,3 +81,4 @@ mod quarantine {
         store.drop_schema().await.unwrap();
     }
 }
+omoi_core::discovery_store_suite!(store);

@@ -432,6 +432,33 @@ events! {
         /// Why it was reaped.
         reason: String,
     }
+    /// A discovery duplicated known work and spawned nothing.
+    DiscoveryDeduplicated "discovery.deduplicated" => Discovery(discovery_id) {
+        /// The discovery.
+        discovery_id: DiscoveryId,
+        /// What it duplicates.
+        of: super::discovery::DuplicateOf,
+    }
+    /// A limit refused a discovery's branch; the discovery is kept with the reason.
+    DiscoveryRefused "discovery.refused" => Discovery(discovery_id) {
+        /// The discovery.
+        discovery_id: DiscoveryId,
+        /// The task that found it.
+        source_task: TaskId,
+        /// Which limit.
+        reason: super::discovery::RefusalReason,
+        /// The numbers.
+        detail: String,
+    }
+    /// The discovery analyzer found patterns and recommends actions.
+    DiscoveryAnalyzed "discovery.analyzed" => Spec(spec_id) {
+        /// The spec analysed.
+        spec_id: SpecId,
+        /// Discoveries in the window.
+        discoveries: u32,
+        /// Recommendations, as data (see `omoi-discovery`'s `Recommendation`).
+        recommendations: Value,
+    }
 }
 
 /// An event as stored, with its cursor and time.

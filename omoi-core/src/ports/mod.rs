@@ -3,6 +3,7 @@
 
 pub mod agent_store;
 pub mod clock;
+pub mod discovery_store;
 pub mod embedder;
 pub mod event_store;
 pub mod intervention_store;

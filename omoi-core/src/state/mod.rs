@@ -39,4 +39,7 @@ pub enum AnyTransitionError {
     /// An agent status change was refused.
     #[error("agent: {0}")]
     Agent(#[from] TransitionError<AgentStatus, AgentStatus>),
+    /// A discovery status change was refused.
+    #[error("discovery: {0}")]
+    Discovery(#[from] TransitionError<crate::discovery::DiscoveryStatus, crate::discovery::DiscoveryTransition>),
 }

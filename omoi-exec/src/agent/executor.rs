@@ -13,6 +13,13 @@
 //! lease is lost or shutdown passes its grace period) or that panics destroys it from the
 //! guard's `Drop`, in a background task the worker waits for
 //! ([`TaskExecutor::wait_for_cleanup`]) before it stops.
+//!
+//! A validation's verdict comes from the test commands it ran (recorded by the `run_command`
+//! tool), never from the model. A failed verdict, given a discovery service
+//! ([`AgentExecutor::with_discoveries`]), branches a blocking discovery whose branch is the
+//! revision and a new validation (bounded by `exec.max_validation_iterations`); without one, or
+//! past the bound, the validation fails with its history. The task result is a typed
+//! [`AgentResult`].
 
 use std::sync::Arc;
 
@@ -25,13 +32,19 @@ use omoi_core::{
 use serde_json::{Value, json};
 use tracing::{Instrument, info, info_span, warn};
 
+use omoi_core::RecordOutcome;
+use omoi_discovery::{DiscoveryService, FailedValidation, Revision};
 use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, BudgetLimits};
+use super::discovery::DiscoveryReporter;
 use super::mailbox::Mailboxes;
 use super::policy::ToolPolicy;
 use super::prompt;
+use super::result::{AgentResult, DiscoveryNote, RevisionNote};
 use super::run::{AgentOutcome, AgentRun, StopCause};
+use super::tools::FinishArgs;
+use super::verdict::{CommandRun, ValidationVerdict, claimed_pass};
 use crate::git::{GitRepo, Workspace, task_branch};
 use crate::synthesis::{Source, Synthesis, SynthesisStrategy, synthesize};
 use crate::worker::{ExecContext, ExecError, TaskExecutor, TaskOutput};
@@ -50,6 +63,7 @@ pub struct AgentExecutor {
     sandbox_spec: SandboxSpec,
     mailboxes: Mailboxes,
     synthesis: SynthesisStrategy,
+    discoveries: Option<DiscoveryService>,
     /// Destroys of abandoned sandboxes still running in the background.
     cleanup: TaskTracker,
 }
@@ -122,6 +136,7 @@ impl AgentExecutor {
             mailboxes: Mailboxes::new(),
             synthesis: SynthesisStrategy::default(),
             cleanup: TaskTracker::new(),
+            discoveries: None,
         }
     }
 
@@ -163,6 +178,13 @@ impl AgentExecutor {
         self
     }
 
+    /// Routes `report_discovery` through `service` (dedup, limits, branches) and branches the
+    /// revision of a failed validation through it.
+    pub fn with_discoveries(mut self, service: DiscoveryService) -> Self {
+        self.discoveries = Some(service);
+        self
+    }
+
     /// The predecessors' results merged by the task's strategy, and their branches.
     async fn predecessors(&self, task: &Task) -> Result<(Option<Synthesis>, Vec<String>), ExecError> {
         if task.dependencies.is_empty() {
@@ -183,8 +205,8 @@ impl AgentExecutor {
                 .await
                 .map_err(|e| ExecError { retryable: e.is_retryable(), ..ExecError::permanent(e.to_string()) })?;
             let name = t.links.local_id.clone().unwrap_or_else(|| t.id.to_string());
-            if let Some(b) = t.result.as_ref().and_then(|r| r.get("branch")).and_then(Value::as_str) {
-                branches.push(b.to_owned());
+            if let Some(b) = AgentResult::of(&t).and_then(|r| r.branch) {
+                branches.push(b);
             }
             sources.push(Source::new(name, t.result.clone().unwrap_or(Value::Null)));
         }
@@ -197,9 +219,15 @@ impl AgentExecutor {
             .await
             .map_err(|e| ExecError::retryable(format!("workspace: {e}")))?;
         let (synthesis, branches) = self.predecessors(task).await?;
+        // A conflict-resolution task (see `crate::integrate`) starts in the conflicted merge.
+        let resolves = task.def.input.get(crate::integrate::RESOLVE_KEY).and_then(Value::as_bool) == Some(true);
         for b in &branches {
             let merged = ws.git(&["merge", "-q", "--no-ff", "--no-edit", &format!("refs/remotes/origin/{b}")]).await;
             if let Err(e) = merged {
+                if resolves && task.def.mode == ExecutionMode::Implementation {
+                    info!(branch = %b, "left the conflicted merge for the agent to resolve");
+                    break;
+                }
                 let _ = ws.git(&["merge", "--abort"]).await;
                 return Err(ExecError::permanent(format!("predecessor branch {b} does not merge cleanly: {e}")));
             }
@@ -224,6 +252,7 @@ impl AgentExecutor {
             max_consecutive_errors: self.config.max_consecutive_errors,
             max_tokens: 4096,
             cancel: Some(ctx.cancel.clone()),
+            discoveries: self.discoveries.as_ref().map(|d| d as &dyn DiscoveryReporter),
         };
         let outcome = run
             .run()
@@ -234,12 +263,17 @@ impl AgentExecutor {
             Ok(f) => f,
             Err(e) => return Err(e.with_usage(usage)),
         };
-        let mut result = json!({
-            "summary": finish.summary,
-            "output": finish.output,
-            "turns": outcome.turns,
-            "discoveries": outcome.discoveries,
-        });
+        let mut result = AgentResult {
+            summary: finish.summary.clone(),
+            output: finish.output.clone(),
+            turns: outcome.turns,
+            discoveries: outcome
+                .discoveries
+                .iter()
+                .map(|(d, told)| DiscoveryNote { kind: d.kind, title: d.title.clone(), outcome: told.clone() })
+                .collect(),
+            ..AgentResult::default()
+        };
         match task.def.mode {
             ExecutionMode::Implementation => {
                 let message = format!("{}\n\n{}\n\nomoi-task: {}", task.def.title, finish.summary, task.id);
@@ -253,9 +287,11 @@ impl AgentExecutor {
                         .await
                         .map_err(|e| ExecError::retryable(format!("export: {e}")).with_usage(usage))?;
                 }
-                result["branch"] = json!(branch);
-                result["commit"] = json!(commit);
-                result["diff_stat"] = json!(stat.trim_end());
+                result.files_changed =
+                    stat.lines().filter_map(|l| l.split_once('|').map(|(f, _)| f.trim().to_owned())).collect();
+                result.branch = Some(branch);
+                result.commit = commit;
+                result.diff_stat = Some(stat.trim_end().to_owned());
             }
             ExecutionMode::Exploration | ExecutionMode::Validation => {
                 let changes = ws.changes().await.unwrap_or_default();
@@ -264,14 +300,79 @@ impl AgentExecutor {
                     ws.discard_changes()
                         .await
                         .map_err(|e| ExecError::retryable(format!("discard: {e}")).with_usage(usage))?;
-                    result["discarded_changes"] = json!(changes);
+                    result.discarded_changes = changes;
+                }
+                if task.def.mode == ExecutionMode::Validation {
+                    let (verdict, revision) =
+                        self.judge(task, &finish, &outcome).await.map_err(|e| e.with_usage(usage))?;
+                    result.validation = Some(verdict);
+                    result.revision = revision;
                 }
             }
         }
         if let Some(s) = synthesis.filter(|s| !s.conflicts.is_empty()) {
-            result["synthesis_conflicts"] = json!(s.conflicts);
+            result.synthesis_conflicts = json!(s.conflicts);
         }
+        let result = result.to_value();
         Ok(TaskOutput { result, usage })
+    }
+}
+
+impl AgentExecutor {
+    /// A validation's verdict from its recorded runs (stricter if the model reports a failure the
+    /// runs did not show). A failed verdict branches the revision through the discovery service
+    /// (the task then completes and its dependents wait for the re-validation), or fails the task
+    /// with the history once `max_validation_iterations` is reached or without a service.
+    async fn judge(
+        &self,
+        task: &Task,
+        finish: &FinishArgs,
+        outcome: &AgentOutcome,
+    ) -> Result<(ValidationVerdict, Option<RevisionNote>), ExecError> {
+        let mut verdict = ValidationVerdict::of(&outcome.runs)
+            .ok_or_else(|| ExecError::retryable("the validation ran no test command"))?;
+        if claimed_pass(finish) == Some(false) {
+            verdict.passed = false;
+        }
+        info!(verdict = %verdict.describe(), "validation verdict");
+        if verdict.passed {
+            return Ok((verdict, None));
+        }
+        let Some(service) = &self.discoveries else {
+            return Err(ExecError::permanent(format!("validation failed: {}", verdict.describe())));
+        };
+        let failing: Vec<&CommandRun> = verdict.failures().collect();
+        let failed = FailedValidation {
+            validation: task.clone(),
+            commands: if failing.is_empty() {
+                verdict.runs.iter().map(|r| r.command.clone()).collect()
+            } else {
+                failing.iter().map(|r| r.command.clone()).collect()
+            },
+            output: if failing.is_empty() {
+                format!("The tests passed, but the validation found: {}", finish.summary)
+            } else {
+                failing.iter().map(|r| r.output_tail.as_str()).collect::<Vec<_>>().join("\n")
+            },
+            files: Vec::new(),
+        };
+        match service.revise(failed, self.config.max_validation_iterations).await {
+            Ok(Revision::Branched { reported, next_iteration }) => {
+                let (tasks, local_ids) = match &reported.outcome {
+                    RecordOutcome::Branched { tasks, local_ids, .. } => (tasks.clone(), local_ids.clone()),
+                    _ => (Vec::new(), Vec::new()),
+                };
+                info!(outcome = %reported.message(), "validation failed; revision branched");
+                let note = RevisionNote { discovery: reported.outcome.discovery(), tasks, local_ids, next_iteration };
+                Ok((verdict, Some(note)))
+            }
+            Ok(Revision::Exhausted { reason, history }) => Err(ExecError::permanent(format!(
+                "validation failed ({}); {reason}; history:\n{}",
+                verdict.describe(),
+                history.join("\n")
+            ))),
+            Err(e) => Err(ExecError { retryable: e.is_retryable(), ..ExecError::permanent(format!("revision: {e}")) }),
+        }
     }
 }
 

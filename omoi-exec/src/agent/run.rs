@@ -13,18 +13,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use omoi_core::{
-    AgentId, CompletionRequest, ContentBlock, DiscoveryId, Event, EventStore, LlmClient, LlmError, Message, Role,
-    Sandbox, SandboxError, StoreError, TaskId, ToolCall, Usage,
+    AgentId, CompletionRequest, ContentBlock, DiscoveryId, Event, EventStore, ExecutionMode, LlmClient, LlmError,
+    Message, Role, Sandbox, SandboxError, StoreError, TaskId, ToolCall, Usage,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::budget::{BudgetExceeded, CallGate};
+use super::discovery::DiscoveryReporter;
 use super::guard::RepeatGuard;
 use super::mailbox::{Mailboxes, Severity};
 use super::policy::{ToolName, ToolPolicy};
 use super::tools::{self, FinishArgs, ReportedDiscovery, ToolOutcome, ToolRunner};
+use super::verdict::{CommandRun, RunLog, check_validation_finish};
 
 /// Why a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,8 +57,10 @@ pub struct AgentOutcome {
     pub stop: StopCause,
     /// The `finish` arguments, when it finished.
     pub finish: Option<FinishArgs>,
-    /// Discoveries reported during the run.
-    pub discoveries: Vec<ReportedDiscovery>,
+    /// Discoveries reported during the run, with what the model was told about each.
+    pub discoveries: Vec<(ReportedDiscovery, String)>,
+    /// Every `run_command` run, as the tool recorded it.
+    pub runs: Vec<CommandRun>,
     /// Model usage.
     pub usage: Usage,
     /// Model calls made.
@@ -130,6 +134,8 @@ pub struct AgentRun<'a> {
     pub max_tokens: u32,
     /// Ends the run between steps when cancelled.
     pub cancel: Option<CancellationToken>,
+    /// Where `report_discovery` goes (branching); without one a report is only an event.
+    pub discoveries: Option<&'a dyn DiscoveryReporter>,
 }
 
 const DETAIL_CHARS: usize = 2000;
@@ -188,16 +194,20 @@ impl AgentRun<'_> {
     /// Runs the loop to its end.
     pub async fn run(self) -> Result<AgentOutcome, AgentError> {
         let span = info_span!("agent_run", task = %self.task_id, agent = %self.agent_id, mode = %self.policy.mode());
-        self.run_inner().instrument(span).await
+        let log = RunLog::default();
+        let mut out = self.run_inner(&log).instrument(span).await?;
+        out.runs = log.snapshot();
+        Ok(out)
     }
 
-    async fn run_inner(self) -> Result<AgentOutcome, AgentError> {
+    async fn run_inner(self, log: &RunLog) -> Result<AgentOutcome, AgentError> {
         let specs: Vec<_> = self.policy.tools().map(|t| tools::spec(t, self.finish_output.as_ref())).collect();
         let runner = ToolRunner {
             sandbox: self.sandbox,
             command_timeout: self.command_timeout,
             output_limit: self.output_limit,
             read_only: self.policy.read_only(),
+            runs: log,
         };
         let mut rec = Recorder {
             events: self.events,
@@ -211,6 +221,7 @@ impl AgentRun<'_> {
             stop: StopCause::Finished,
             finish: None,
             discoveries: Vec::new(),
+            runs: Vec::new(),
             usage: Usage::default(),
             turns: 0,
         };
@@ -332,19 +343,27 @@ impl AgentRun<'_> {
         let (text, is_error) = match outcome {
             ToolOutcome::Output { text, is_error } => (text, is_error),
             ToolOutcome::Discovery(d) => {
-                let id = DiscoveryId::new();
-                self.events
-                    .append_events(vec![Event::DiscoveryRecorded {
-                        discovery_id: id,
-                        source_task: self.task_id,
-                        kind: d.kind,
-                    }])
-                    .await?;
-                let text = format!("discovery {id} recorded ({}: {})", d.kind, d.title);
-                out.discoveries.push(d);
-                (text, false)
+                let (text, is_error) = match self.discoveries {
+                    Some(reporter) => match reporter.report(self.task_id, &d).await {
+                        Ok(text) => (text, false),
+                        Err(why) => (format!("discovery not recorded: {why}"), true),
+                    },
+                    None => {
+                        let id = DiscoveryId::new();
+                        self.events
+                            .append_events(vec![Event::DiscoveryRecorded {
+                                discovery_id: id,
+                                source_task: self.task_id,
+                                kind: d.kind,
+                            }])
+                            .await?;
+                        (format!("discovery {id} recorded ({}: {}); nothing branched", d.kind, d.title), false)
+                    }
+                };
+                out.discoveries.push((d, text.clone()));
+                (text, is_error)
             }
-            ToolOutcome::Finish(f) => match self.finish_check.map_or(Ok(()), |check| check(&f)) {
+            ToolOutcome::Finish(f) => match self.check_finish(&f, runner) {
                 Ok(()) => {
                     out.finish = Some(f);
                     ("finished".to_owned(), false)
@@ -355,6 +374,15 @@ impl AgentRun<'_> {
         rec.step("tool_result", json!({ "name": call.name, "is_error": is_error, "output": clip(&text) })).await?;
         rec.guard.record(call, is_error, &text);
         Ok((text, is_error))
+    }
+
+    /// The caller's check, and in validation mode the recorded runs' (a pass they contradict is
+    /// refused).
+    fn check_finish(&self, f: &FinishArgs, runner: &ToolRunner<'_>) -> Result<(), String> {
+        if self.policy.mode() == ExecutionMode::Validation {
+            check_validation_finish(f, &runner.runs.snapshot())?;
+        }
+        self.finish_check.map_or(Ok(()), |check| check(f))
     }
 
     /// Injects queued steering into the conversation; an emergency ends the run.

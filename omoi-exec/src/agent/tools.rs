@@ -33,6 +33,14 @@ pub struct ReportedDiscovery {
     /// Whether it is more urgent than the task that found it.
     #[serde(default)]
     pub priority_boost: bool,
+    /// When the work it asks for is done (required).
+    pub done_definition: String,
+    /// Files involved.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Whether the work after this task must wait for it (default: by kind).
+    #[serde(default)]
+    pub blocking: Option<bool>,
 }
 
 /// The result of one tool call.
@@ -91,8 +99,12 @@ pub(crate) fn spec(tool: ToolName, finish_output: Option<&Value>) -> ToolSpec {
             "Report new work you found that is outside this task (a bug, a missing requirement, a security issue, …).",
             json!({"type": "object", "properties": {
                 "kind": {"type": "string", "enum": DiscoveryKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()},
-                "title": {"type": "string"}, "description": {"type": "string"}, "priority_boost": {"type": "boolean"}},
-                "required": ["kind", "title", "description"]}),
+                "title": {"type": "string"}, "description": {"type": "string"},
+                "done_definition": {"type": "string", "description": "when the new work is done"},
+                "files": {"type": "array", "items": {"type": "string"}, "description": "files involved"},
+                "blocking": {"type": "boolean", "description": "work after this task must wait for it"},
+                "priority_boost": {"type": "boolean"}},
+                "required": ["kind", "title", "description", "done_definition"]}),
         ),
         ToolName::Finish => (
             "Finish the task: summarize what you did and give the result.",
@@ -112,6 +124,8 @@ pub(crate) struct ToolRunner<'a> {
     pub(crate) output_limit: usize,
     /// Commands run read-only (exploration, validation): see [`ToolPolicy::read_only`](super::policy::ToolPolicy::read_only).
     pub(crate) read_only: bool,
+    /// Where `run_command` records its runs (the validation verdict rests on them).
+    pub(crate) runs: &'a super::verdict::RunLog,
 }
 
 #[derive(Deserialize)]
@@ -359,11 +373,12 @@ impl ToolRunner<'_> {
             Err(e) => return Ok(e),
         };
         let timeout = a.timeout_secs.map_or(self.command_timeout, |s| Duration::from_secs(s).min(self.command_timeout));
-        let mut req = ExecRequest::shell(a.command).timeout(timeout);
+        let mut req = ExecRequest::shell(a.command.clone()).timeout(timeout);
         if self.read_only {
             req = req.read_only();
         }
         let out = self.exec(req).await?;
+        self.runs.record(&a.command, &out);
         Ok(ToolOutcome::Output { text: render(&out), is_error: !out.success() })
     }
 }

@@ -11,6 +11,7 @@
 //! | `AgentStore` | yes |
 //! | `EventStore` | yes, in-process fan-out |
 //! | `MemoryStore` | yes: exact cosine + BM25 keywords, fused by RRF |
+//! | `DiscoveryStore` | yes: record and branch under the mutex |
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -30,6 +31,7 @@
 //! ```
 
 mod agents;
+mod discoveries;
 mod events;
 mod interventions;
 mod memories;
@@ -61,6 +63,7 @@ struct State {
     specs: specs::Specs,
     agents: agents::Agents,
     interventions: interventions::Interventions,
+    discoveries: discoveries::Discoveries,
     memories: memories::Memories,
     events: Vec<StoredEvent>,
 }

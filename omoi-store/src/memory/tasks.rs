@@ -351,6 +351,25 @@ impl Tasks {
     fn holder_of(&self, id: &TaskId) -> Option<AgentId> {
         self.get(id).and_then(|t| t.lease.map(|l| l.holder))
     }
+
+    /// Tasks depending directly on `id` (for discovery branching).
+    pub(super) fn dependents_of(&self, id: TaskId) -> Vec<TaskId> {
+        self.dependents.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// Makes the stored task `task` also depend on `on` (a blocking discovery's branch).
+    pub(super) fn add_dependency(&mut self, task: TaskId, on: TaskId) {
+        let done = self.get(&on).is_some_and(|t| t.state == TaskState::Completed);
+        let Some(row) = self.rows.get_mut(&task) else { return };
+        if row.task.dependencies.contains(&on) {
+            return;
+        }
+        row.task.dependencies.push(on);
+        if !done {
+            row.unmet += 1;
+        }
+        self.dependents.entry(on).or_default().push(task);
+    }
 }
 
 impl InMemoryStore {
@@ -362,6 +381,7 @@ impl InMemoryStore {
         self.write(|state: &mut State, now| {
             let mut events = Vec::new();
             let out = f(&mut state.tasks, now, &mut events)?;
+            super::discoveries::resolve_completed(state, now, &mut events);
             for e in events {
                 state.emit(now, e);
             }

@@ -3,6 +3,7 @@
 //! cursors work.
 
 mod agents;
+mod discoveries;
 mod error;
 mod events;
 mod interventions;

@@ -2,6 +2,7 @@
 
 mod agents;
 mod codec;
+mod discoveries;
 mod error;
 mod events;
 mod interventions;
@@ -43,6 +44,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// | `AgentStore` | yes |
 /// | `EventStore` | yes: events are rows written in the transaction of their change (outbox); subscribers are woken in-process and poll every 250 ms for other processes' writes |
 /// | `MemoryStore` | yes: FTS5 (BM25) keywords and exact cosine over little-endian `f32` blobs, fused by RRF |
+/// | `DiscoveryStore` | yes: recording and branching is one `BEGIN IMMEDIATE` transaction |
 ///
 /// Writes go through one writer connection per process (the process-wide write lock) and
 /// `BEGIN IMMEDIATE` (the file's write lock), so writers never deadlock upgrading a read lock;

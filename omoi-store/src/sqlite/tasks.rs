@@ -160,8 +160,13 @@ async fn states_of(
     rows.iter().map(|r| Ok((get_parsed(r, "id")?, get_parsed(r, "state")?))).collect()
 }
 
+/// One task, read inside a transaction (discovery branching).
+pub(super) async fn get_in(conn: &mut SqliteConnection, id: TaskId) -> Result<Task, StoreError> {
+    load(conn, id).await.map(|r| r.task)
+}
+
 /// Tasks depending directly on `id`, in insertion order.
-async fn dependents_of<'e, E>(exec: E, id: TaskId) -> Result<Vec<TaskId>, StoreError>
+pub(super) async fn dependents_of<'e, E>(exec: E, id: TaskId) -> Result<Vec<TaskId>, StoreError>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
@@ -653,6 +658,7 @@ impl TaskStore for SqliteStore {
         let mut w = self.begin().await?;
         let out = complete_many(&mut w, vec![(id, token, completion)]).await?.pop().unwrap_or(Ok(Vec::new()));
         if out.is_ok() {
+            super::discoveries::resolve_completed(&mut w, &[id]).await?;
             self.commit(w).await?;
         }
         out
@@ -667,7 +673,10 @@ impl TaskStore for SqliteStore {
             return Ok(Vec::new());
         }
         let mut w = self.begin().await?;
+        let ids: Vec<TaskId> = items.iter().map(|i| i.0).collect();
         let out = complete_many(&mut w, items).await?;
+        let done: Vec<TaskId> = ids.into_iter().zip(&out).filter(|(_, r)| r.is_ok()).map(|(id, _)| id).collect();
+        super::discoveries::resolve_completed(&mut w, &done).await?;
         self.commit(w).await?;
         Ok(out)
     }

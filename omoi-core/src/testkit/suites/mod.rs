@@ -5,6 +5,7 @@
 //! of a module as its own test; scenarios can also be called one by one.
 
 pub mod agent_store;
+pub mod discovery_store;
 pub mod event_store;
 pub mod intervention_store;
 pub mod memory_store;
