@@ -4,7 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omoi_core::config::{ConfigError, OmoiConfig};
-use omoi_core::{AgentStore, Clock, EventStore, LlmClient, SandboxProvider, SpecStore, SystemClock, TaskStore};
+use omoi_core::{
+    AgentStore, Clock, DiscoveryStore, EventStore, HashingEmbedder, LlmClient, SandboxProvider, SpecStore, SystemClock,
+    TaskStore,
+};
+use omoi_discovery::DiscoveryService;
 use omoi_spec::{PhaseExecutor, SpecRunner, StructuredExecutor};
 use parking_lot::Mutex;
 
@@ -27,6 +31,7 @@ pub struct OrchestratorBuilder {
     events: Arc<dyn EventStore>,
     specs: Arc<dyn SpecStore>,
     agents_store: Arc<dyn AgentStore>,
+    discoveries: Arc<dyn DiscoveryStore>,
     clock: Arc<dyn Clock>,
     config: OmoiConfig,
     executor: Option<Arc<dyn TaskExecutor>>,
@@ -56,12 +61,14 @@ impl OrchestratorBuilder {
         events: Arc<dyn EventStore>,
         specs: Arc<dyn SpecStore>,
         agents_store: Arc<dyn AgentStore>,
+        discoveries: Arc<dyn DiscoveryStore>,
     ) -> Self {
         Self {
             tasks,
             events,
             specs,
             agents_store,
+            discoveries,
             clock: Arc::new(SystemClock),
             config: OmoiConfig::default(),
             executor: None,
@@ -176,7 +183,13 @@ impl OrchestratorBuilder {
                     self.events.clone(),
                     self.clock.clone(),
                 )
-                .with_config(self.config.exec.clone());
+                .with_config(self.config.exec.clone())
+                // Discoveries (an agent's report_discovery, a failed validation's revision)
+                // branch the graph, deduplicated and bounded by the `discovery` config.
+                .with_discoveries(
+                    DiscoveryService::new(self.discoveries.clone(), self.tasks.clone(), &self.config.discovery)
+                        .with_embedder(Arc::new(HashingEmbedder::new(256))),
+                );
                 if let Some((repo, base)) = &self.origin {
                     agent = agent.with_origin(repo.clone(), base.clone());
                 }

@@ -36,8 +36,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use omoi_core::config::OmoiConfig;
 use omoi_core::{
-    AgentStore, Clock, EventStore, NewSpec, NewTask, SpecId, SpecStore, StoreError, Task, TaskCounts, TaskFilter,
-    TaskId, TaskState, TaskStore, Usage,
+    AgentStore, Clock, DiscoveryStore, EventStore, NewSpec, NewTask, SpecId, SpecStore, StoreError, Task, TaskCounts,
+    TaskFilter, TaskId, TaskState, TaskStore, Usage,
 };
 use omoi_spec::{RunOutcome, SpecError, SpecRunner};
 use parking_lot::Mutex;
@@ -135,13 +135,14 @@ impl std::fmt::Debug for Orchestrator {
 }
 
 impl Orchestrator {
-    /// A builder over one store value that implements the task, spec, event and agent ports
-    /// (every omoi store adapter does).
+    /// A builder over one store value that implements the task, spec, event, agent and
+    /// discovery ports (the memory, SQLite and Postgres adapters do).
     pub fn builder<S>(store: S) -> OrchestratorBuilder
     where
-        S: TaskStore + SpecStore + EventStore + AgentStore + Clone + 'static,
+        S: TaskStore + SpecStore + EventStore + AgentStore + DiscoveryStore + Clone + 'static,
     {
         OrchestratorBuilder::new(
+            Arc::new(store.clone()),
             Arc::new(store.clone()),
             Arc::new(store.clone()),
             Arc::new(store.clone()),
@@ -309,19 +310,21 @@ impl Orchestrator {
         self.shutdown().await
     }
 
-    /// Merges the branches of the completed tasks into the base branch, fewest conflicts first
-    /// (see [`merge_in_conflict_order`]).
+    /// Merges into the base branch, fewest conflicts first (see [`merge_in_conflict_order`]),
+    /// the branches of completed work that a passing validation covers (see
+    /// [`mergeable_branches`](crate::agent::mergeable_branches)).
     pub async fn merge(&self) -> Result<MergeReport, OrchestratorError> {
         let (repo, base) = self
             .origin
             .as_ref()
             .ok_or(OrchestratorError::NotConfigured("no origin repository: build with .origin(repo, base_branch)"))?;
-        let branches = self.report(None).await?.branches();
+        let branches = crate::agent::mergeable_branches(&self.submitted_tasks().await?);
         Ok(merge_in_conflict_order(repo, base, &branches).await?)
     }
 
-    /// Every submitted task (directly or through a spec) as it stands now.
-    pub async fn report(&self, workers: Option<WorkerStats>) -> Result<RunReport, OrchestratorError> {
+    /// Every submitted task (directly or through a spec, discovery branches included), in
+    /// creation order.
+    pub async fn submitted_tasks(&self) -> Result<Vec<Task>, OrchestratorError> {
         let (specs, ids) = {
             let s = self.submitted.lock();
             (s.specs.clone(), s.tasks.clone())
@@ -336,6 +339,12 @@ impl Orchestrator {
             tasks.push(self.tasks.get_task(*id).await?);
         }
         tasks.sort_by_key(|t| t.id);
+        Ok(tasks)
+    }
+
+    /// Every submitted task (directly or through a spec) as it stands now.
+    pub async fn report(&self, workers: Option<WorkerStats>) -> Result<RunReport, OrchestratorError> {
+        let tasks = self.submitted_tasks().await?;
         let usage = tasks.iter().fold(Usage::default(), |acc, t| acc + t.usage);
         let counts = self.tasks.count_tasks(None).await?;
         Ok(RunReport { tasks: tasks.iter().map(TaskOutcome::from).collect(), counts, usage, workers })
