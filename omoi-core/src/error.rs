@@ -140,6 +140,23 @@ pub enum StoreError {
         /// Backend name.
         backend: &'static str,
     },
+    /// A re-synced plan changes the dependencies of a task that was already synced. Nothing
+    /// was synced: the change is refused, never ignored.
+    #[error(
+        "the plan changes the dependencies of already-synced task {task} ({id}): added [{}], removed [{}]; an already-synced task's dependencies cannot change",
+        added.join(", "),
+        removed.join(", ")
+    )]
+    SyncConflict {
+        /// The task's local id in the plan.
+        task: String,
+        /// Its stored id.
+        id: crate::ids::TaskId,
+        /// Local ids the plan adds to its dependencies.
+        added: Vec<String>,
+        /// Local ids (or stored ids) the plan drops from them.
+        removed: Vec<String>,
+    },
 }
 
 impl StoreError {

@@ -218,14 +218,17 @@ pub struct SyncDraft<'p> {
 }
 
 /// Validates `plan` ([`plan_sync`]) and maps it onto the spec's stored tickets and tasks
-/// (`existing_ticket`/`existing_task` look a local id up): local ids already stored keep their
-/// ids and are not created again, which is what makes sync idempotent; new ones get fresh ids
-/// and their dependencies point at existing or new tasks. Every adapter materializes this draft.
+/// (`existing_ticket`/`existing_task` look a local id up; a task comes with its stored
+/// dependencies): local ids already stored keep their ids and are not created again, which is
+/// what makes sync idempotent; new ones get fresh ids and their dependencies point at existing
+/// or new tasks. A stored task whose planned dependencies differ from its stored ones is
+/// refused with [`StoreError::SyncConflict`] naming it — a change is never silently ignored.
+/// Every adapter materializes this draft.
 pub fn draft_sync<'p>(
     spec: SpecId,
     plan: &'p SyncPlan,
     existing_ticket: impl Fn(&str) -> Option<TicketId>,
-    existing_task: impl Fn(&str) -> Option<TaskId>,
+    existing_task: impl Fn(&str) -> Option<(TaskId, Vec<TaskId>)>,
 ) -> Result<SyncDraft<'p>, StoreError> {
     let order = plan_sync(plan)?;
     let mut outcome = SyncOutcome::default();
@@ -242,11 +245,25 @@ pub fn draft_sync<'p>(
         plan.tasks.iter().map(|t| (t.local_id.as_str(), t)).collect();
     let mut new_tasks = Vec::new();
     for local in order {
-        if let Some(existing) = existing_task(&local) {
+        let planned = by_local[local.as_str()];
+        if let Some((existing, stored)) = existing_task(&local) {
+            let wanted: Vec<(String, TaskId)> =
+                planned.depends_on.iter().map(|d| (d.clone(), outcome.tasks[d])).collect();
+            let added: Vec<String> =
+                wanted.iter().filter(|(_, id)| !stored.contains(id)).map(|(l, _)| l.clone()).collect();
+            let removed: Vec<String> = stored
+                .iter()
+                .filter(|id| !wanted.iter().any(|(_, w)| w == *id))
+                .map(|id| {
+                    outcome.tasks.iter().find(|(_, v)| *v == id).map_or_else(|| id.to_string(), |(l, _)| l.clone())
+                })
+                .collect();
+            if !added.is_empty() || !removed.is_empty() {
+                return Err(StoreError::SyncConflict { task: local, id: existing, added, removed });
+            }
             outcome.tasks.insert(local, existing);
             continue;
         }
-        let planned = by_local[local.as_str()];
         let task = NewTask {
             id: TaskId::new(),
             def: planned.def.clone(),
@@ -410,7 +427,7 @@ mod tests {
             spec,
             &p,
             |l| (l == "TKT-001").then_some(stored_ticket),
-            |l| (l == "TSK-001").then_some(stored_001),
+            |l| (l == "TSK-001").then_some((stored_001, Vec::new())),
         )
         .unwrap();
         assert_eq!((again.outcome.tickets_created, again.outcome.tasks_created), (0, 1));

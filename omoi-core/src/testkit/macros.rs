@@ -87,6 +87,7 @@ macro_rules! spec_store_suite {
                 sync_is_idempotent_same_ids_nothing_new,
                 sync_rejects_unknown_local_ids_and_cycles_creating_nothing,
                 sync_of_an_extended_plan_creates_only_the_new_tasks,
+                sync_of_a_changed_dependency_is_refused_naming_the_task,
                 ticket_status_is_derived_from_its_tasks,
             ]
         );

@@ -58,7 +58,10 @@ fn sync(
         id,
         plan,
         |local| state.specs.ticket_by_local.get(&(id, local.to_owned())).copied(),
-        |local| state.specs.task_by_local.get(&(id, local.to_owned())).copied(),
+        |local| {
+            let task = state.specs.task_by_local.get(&(id, local.to_owned())).copied()?;
+            Some((task, state.tasks.get(&task).map(|t| t.dependencies.clone()).unwrap_or_default()))
+        },
     )?;
     let (out, batch) = (draft.outcome, draft.new_tasks);
     let new_tickets: Vec<Ticket> = draft

@@ -206,17 +206,25 @@ impl SpecStore for PostgresStore {
                 .iter()
                 .map(|r| Ok((get(r, "local_id")?, TicketId::from_uuid(get(r, "id")?))))
                 .collect::<Result<_, StoreError>>()?;
-        let known_tasks: HashMap<String, TaskId> =
-            sqlx::query("SELECT local_id, task_id FROM sync_tasks WHERE spec_id = $1")
-                .bind(id.as_uuid())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?
-                .iter()
-                .map(|r| Ok((get(r, "local_id")?, TaskId::from_uuid(get(r, "task_id")?))))
-                .collect::<Result<_, StoreError>>()?;
+        let known_tasks: HashMap<String, (TaskId, Vec<TaskId>)> = sqlx::query(
+            "SELECT s.local_id, s.task_id, t.dependencies FROM sync_tasks s JOIN tasks t ON t.id = s.task_id \
+             WHERE s.spec_id = $1",
+        )
+        .bind(id.as_uuid())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| {
+            let deps: Vec<uuid::Uuid> = get(r, "dependencies")?;
+            Ok((
+                get(r, "local_id")?,
+                (TaskId::from_uuid(get(r, "task_id")?), deps.into_iter().map(TaskId::from_uuid).collect()),
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
 
-        let draft = draft_sync(id, plan, |l| known_tickets.get(l).copied(), |l| known_tasks.get(l).copied())?;
+        let draft = draft_sync(id, plan, |l| known_tickets.get(l).copied(), |l| known_tasks.get(l).cloned())?;
         let (out, new_tickets, batch) = (draft.outcome, draft.new_tickets, draft.new_tasks);
 
         let mut events = Vec::new();

@@ -138,16 +138,17 @@ async fn sync(w: &mut Write, id: SpecId, plan: &SyncPlan) -> Result<SyncOutcome,
         .iter()
         .map(|r| Ok((get(r, "local_id")?, get_parsed(r, "id")?)))
         .collect::<Result<_, StoreError>>()?;
-    let known_tasks: HashMap<String, TaskId> =
-        sqlx::query("SELECT local_id, task_id FROM spec_tasks WHERE spec_id = ?1")
-            .bind(&sid)
-            .fetch_all(w.conn())
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| Ok((get(r, "local_id")?, get_parsed(r, "task_id")?)))
-            .collect::<Result<_, StoreError>>()?;
-    let draft = draft_sync(id, plan, |l| known_tickets.get(l).copied(), |l| known_tasks.get(l).copied())?;
+    let known_tasks: HashMap<String, (TaskId, Vec<TaskId>)> = sqlx::query(
+        "SELECT s.local_id, s.task_id, t.deps FROM spec_tasks s JOIN tasks t ON t.id = s.task_id WHERE s.spec_id = ?1",
+    )
+    .bind(&sid)
+    .fetch_all(w.conn())
+    .await
+    .map_err(db)?
+    .iter()
+    .map(|r| Ok((get(r, "local_id")?, (get_parsed(r, "task_id")?, get_json(r, "deps")?))))
+    .collect::<Result<_, StoreError>>()?;
+    let draft = draft_sync(id, plan, |l| known_tickets.get(l).copied(), |l| known_tasks.get(l).cloned())?;
     let (out, new_tickets, batch) = (draft.outcome, draft.new_tickets, draft.new_tasks);
     let now = us(w.now);
     for (tid, t) in new_tickets {

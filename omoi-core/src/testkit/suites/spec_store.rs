@@ -254,6 +254,39 @@ pub async fn sync_of_an_extended_plan_creates_only_the_new_tasks(h: Harness) {
     assert_eq!(h.spec_tasks(id).await.len(), 5);
 }
 
+/// A re-sync that changes an already-synced task's dependencies is refused with a typed
+/// error naming the task, and nothing is synced (not even the plan's new tasks).
+pub async fn sync_of_a_changed_dependency_is_refused_naming_the_task(h: Harness) {
+    let id = h.spec("changed").await;
+    let first = h.specs.sync(id, &sync_plan()).await.unwrap();
+    let mut plan: SyncPlan = sync_plan();
+    let added = plan.tasks.iter().position(|t| t.local_id == "TSK-003").unwrap();
+    plan.tasks[added].depends_on.push("TSK-002".into());
+    plan.tasks.push(PlannedTask {
+        local_id: "TSK-005".into(),
+        ticket: None,
+        depends_on: vec![],
+        def: TaskDefinition { title: "new work".into(), ..TaskDefinition::default() },
+    });
+    match h.specs.sync(id, &plan).await {
+        Err(StoreError::SyncConflict { task, id: stored, added, removed }) => {
+            assert_eq!((task.as_str(), stored), ("TSK-003", first.tasks["TSK-003"]));
+            assert_eq!((added, removed), (vec!["TSK-002".to_owned()], Vec::<String>::new()));
+        }
+        other => panic!("expected SyncConflict, got {other:?}"),
+    }
+    let mut dropped: SyncPlan = sync_plan();
+    let at = dropped.tasks.iter().position(|t| t.local_id == "TSK-002").unwrap();
+    dropped.tasks[at].depends_on.clear();
+    match h.specs.sync(id, &dropped).await {
+        Err(e @ StoreError::SyncConflict { .. }) => assert!(e.to_string().contains("TSK-002"), "{e}"),
+        other => panic!("expected SyncConflict, got {other:?}"),
+    }
+    assert_eq!(h.spec_tasks(id).await.len(), 4, "nothing was synced");
+    let stored = h.tasks.get_task(first.tasks["TSK-003"]).await.unwrap();
+    assert_eq!(stored.dependencies, vec![first.tasks["TSK-001"]], "the stored task is unchanged");
+}
+
 /// A ticket's column follows its tasks; failures show as the blocked overlay.
 pub async fn ticket_status_is_derived_from_its_tasks(h: Harness) {
     let id = h.spec("board").await;
