@@ -78,6 +78,22 @@ pub fn plan_batch(
     Ok(batch.iter().map(|t| state[&t.id]).collect())
 }
 
+/// The queue band (0 = critical … 3 = low) a ready task is claimed in: its priority's band,
+/// one level higher when it has been claimable for longer than `aging_after` (since `run_at`).
+/// Every adapter orders claims by this band, then `run_at`, then id.
+pub fn aged_band(band: u8, run_at: DateTime<Utc>, now: DateTime<Utc>, aging_after: Option<std::time::Duration>) -> u8 {
+    match aging_cutoff(now, aging_after) {
+        Some(cutoff) if band > 0 && run_at <= cutoff => band - 1,
+        _ => band,
+    }
+}
+
+/// The latest `run_at` that counts as aged at `now` (`None` without aging).
+pub fn aging_cutoff(now: DateTime<Utc>, aging_after: Option<std::time::Duration>) -> Option<DateTime<Utc>> {
+    let after = chrono::Duration::from_std(aging_after?).ok()?;
+    now.checked_sub_signed(after)
+}
+
 /// A title as quoted in messages: at most 80 characters.
 fn short(title: &str) -> String {
     title.chars().take(80).collect()

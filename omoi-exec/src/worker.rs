@@ -205,6 +205,21 @@ const COMPLETION_BATCH: usize = 256;
 struct Shared {
     held: Held,
     completions: mpsc::UnboundedSender<Pending>,
+    /// Executions in progress: the slots in use. A runner frees its slot when the execution
+    /// ends, before its completion is written, so the next claim overlaps that write.
+    executing: Arc<std::sync::atomic::AtomicUsize>,
+    /// Fires when a slot frees up.
+    slot_freed: Arc<tokio::sync::Notify>,
+}
+
+/// Frees an execution slot when dropped (whatever way the execution ended).
+struct Slot<'a>(&'a Shared);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.executing.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.slot_freed.notify_one();
+    }
 }
 
 impl Worker {
@@ -255,7 +270,7 @@ impl Worker {
         let renewer = self.spawn_renewer(held.clone(), hard_stop.clone());
         let (completions, completion_rx) = mpsc::unbounded_channel();
         let batcher = tokio::spawn(self.clone().complete_batches(completion_rx));
-        let shared = Shared { held, completions };
+        let shared = Shared { held, completions, executing: Arc::default(), slot_freed: Arc::default() };
         let mut running: JoinSet<Ending> = JoinSet::new();
         let mut stats = WorkerStats::default();
         let mut next_sweep = self.clock.now();
@@ -273,7 +288,11 @@ impl Worker {
                     wake = self.subscribe().await;
                 }
             }
-            let free = self.config.concurrency.saturating_sub(running.len());
+            while let Some(done) = running.try_join_next() {
+                tally(&mut stats, done);
+            }
+            let executing = shared.executing.load(std::sync::atomic::Ordering::Acquire);
+            let free = self.config.concurrency.saturating_sub(executing);
             let mut claimed_any = false;
             if free > 0 {
                 let mut req = ClaimRequest::new(self.id, free.min(self.config.claim_batch), self.config.lease_ttl)
@@ -285,6 +304,7 @@ impl Worker {
                         store_backoff = Duration::from_millis(50);
                         claimed_any = !claimed.is_empty();
                         for c in claimed {
+                            shared.executing.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                             let me = self.clone();
                             let cancel = hard_stop.child_token();
                             let shared = shared.clone();
@@ -310,17 +330,15 @@ impl Worker {
                 busy = now_busy;
                 self.set_busy(busy).await;
             }
-            if claimed_any && running.len() < self.config.concurrency {
+            if claimed_any && shared.executing.load(std::sync::atomic::Ordering::Acquire) < self.config.concurrency {
                 continue; // there may be more work right away
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                Some(done) = running.join_next(), if !running.is_empty() => {
-                    tally(&mut stats, done);
-                    // Collect every other finished runner: one claim refills all their slots.
-                    while let Some(done) = running.try_join_next() {
-                        tally(&mut stats, done);
-                    }
+                _ = shared.slot_freed.notified() => {
+                    // Let the other runners finishing now free their slots too: one claim
+                    // then refills all of them.
+                    tokio::task::yield_now().await;
                 }
                 woke = next_wake(&mut wake) => if !woke {
                     wake = None;
@@ -382,6 +400,7 @@ impl Worker {
         let span =
             info_span!("task", id = %task.id, title = %task.def.title, mode = %task.def.mode, attempt = task.attempts);
         async move {
+            let slot = Slot(&shared);
             let id = task.id;
             if task.state != TaskState::Running {
                 // A store that did not start it with the claim.
@@ -416,6 +435,7 @@ impl Worker {
                 l = timer => Outcome::OutOfTime(l),
                 _ = cancel.cancelled() => Outcome::Stopped,
             };
+            drop(slot);
             shared.held.lock().remove(&id);
             match outcome {
                 Outcome::Lost => {

@@ -82,3 +82,47 @@ mod quarantine {
     }
 }
 omoi_core::discovery_store_suite!(store);
+
+/// Subscriptions survive a dropped connection: the listener reconnects by itself.
+mod reconnect {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use omoi_core::{EventStore, SystemClock};
+    use sqlx::Connection;
+
+    use super::*;
+
+    async fn listener_pids(admin: &mut sqlx::PgConnection, name: &str) -> Vec<i32> {
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+            .bind(name)
+            .fetch_all(admin)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscription_reconnects_its_listener_after_the_connection_drops() {
+        let Some(store) = pg_common::store(Arc::new(SystemClock), 3).await else { return };
+        let mut admin = sqlx::PgConnection::connect(&pg_common::url().unwrap()).await.unwrap();
+        let name = format!("omoi-listen-{}", store.schema());
+        let mut wake = store.wake_ups().await.unwrap();
+        let drive = tokio::spawn(async move { while wake.next().await.is_some() {} });
+        let before = listener_pids(&mut admin, &name).await;
+        assert_eq!(before.len(), 1, "one listener connection");
+        let killed: bool =
+            sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(before[0]).fetch_one(&mut admin).await.unwrap();
+        assert!(killed);
+        let mut after = Vec::new();
+        for _ in 0..100 {
+            after = listener_pids(&mut admin, &name).await;
+            if after.iter().any(|p| *p != before[0]) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(after.iter().any(|p| *p != before[0]), "a new listener connection replaced the dropped one");
+        drive.abort();
+        store.drop_schema().await.unwrap();
+    }
+}

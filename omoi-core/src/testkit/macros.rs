@@ -65,6 +65,7 @@ macro_rules! task_store_suite {
                 hostile_text_and_json_are_refused_up_front_or_read_back_exactly,
                 claim_and_start_marks_tasks_running_in_one_step,
                 renew_leases_reports_each_lease,
+                aging_bumps_a_long_waiting_task_one_priority_level,
             ]
         );
     };

@@ -1,6 +1,7 @@
 //! `TaskStore` for the in-memory adapter: rows, a queue index and the dependency graph.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -142,10 +143,30 @@ impl Tasks {
     fn claim(&mut self, req: &ClaimRequest, now: DateTime<Utc>, events: &mut Vec<Event>) -> Vec<ClaimedTask> {
         let mut chosen = Vec::new();
         let mut taken_per_key: HashMap<&str, u32> = HashMap::new();
+        let (min_id, max_id) = (TaskId::from_uuid(Uuid::nil()), TaskId::from_uuid(Uuid::max()));
+        let cutoff = queue::aging_cutoff(now, req.aging_after);
+        // Claimed band e (`queue::aged_band`): band e + 1 tasks that aged, then, merged by
+        // (run_at, id), band e tasks that did not (band 0 keeps all of its own).
         'bands: for b in 0..4u8 {
-            let lo = (b, DateTime::<Utc>::MIN_UTC, TaskId::from_uuid(Uuid::nil()));
-            let hi = (b, now, TaskId::from_uuid(Uuid::max()));
-            for &(_, _, id) in self.ready.range(lo..=hi) {
+            let aged: Vec<QueueKey> = match cutoff {
+                Some(c) if b < 3 => {
+                    self.ready.range((b + 1, DateTime::<Utc>::MIN_UTC, min_id)..=(b + 1, c, max_id)).copied().collect()
+                }
+                _ => Vec::new(),
+            };
+            let lo = match cutoff {
+                Some(c) if b > 0 => Bound::Excluded((b, c, max_id)),
+                _ => Bound::Included((b, DateTime::<Utc>::MIN_UTC, min_id)),
+            };
+            let own = self.ready.range((lo, Bound::Included((b, now, max_id))));
+            let mut aged = aged.into_iter().peekable();
+            let mut own = own.copied().peekable();
+            let merged = std::iter::from_fn(|| match (aged.peek(), own.peek()) {
+                (Some(a), Some(o)) if (a.1, a.2) <= (o.1, o.2) => aged.next(),
+                (Some(_), None) => aged.next(),
+                _ => own.next(),
+            });
+            for (_, _, id) in merged {
                 if chosen.len() >= req.limit {
                     break 'bands;
                 }

@@ -59,7 +59,7 @@ pub(crate) const POLL_BACKSTOP: Duration = Duration::from_millis(500);
 /// insert whose dependency is being completed concurrently cannot lose its edge: inserts lock
 /// the dependency rows `FOR SHARE`, and the completion reads edges in a statement that starts
 /// after it holds those rows. One `task.completed` event per item, then `task.ready` for what it
-/// released, and a single `NOTIFY` per transaction.
+/// released; subscribers are woken after commit (see the cursors section).
 ///
 /// # Faults
 ///

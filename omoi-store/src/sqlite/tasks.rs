@@ -261,6 +261,15 @@ const MORE_CANDIDATES: &str = "SELECT id, band, run_at, conc_key, conc_limit FRO
           WHERE c.value NOT IN (SELECT value FROM json_each(?2)))) \
      ORDER BY band, run_at, id LIMIT ?3";
 
+/// Every claim candidate in aged queue order ([`queue::aged_band`]; `?4` is the aging cutoff).
+/// Used only while some ready task has aged: it sorts all due ready tasks.
+const AGED_CANDIDATES: &str = "SELECT id, band - (CASE WHEN band > 0 AND run_at <= ?4 THEN 1 ELSE 0 END) AS band, \
+     run_at, conc_key, conc_limit FROM tasks \
+     WHERE state = 'ready' AND run_at <= ?1 \
+     AND (caps IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(tasks.caps) AS c \
+          WHERE c.value NOT IN (SELECT value FROM json_each(?2)))) \
+     ORDER BY 2, run_at, id LIMIT ?3";
+
 async fn claim(w: &mut Write, req: &ClaimRequest) -> Result<Vec<ClaimedTask>, StoreError> {
     let mut claimed =
         TaskState::Ready.apply(TaskEvent::Claim).map_err(|e| StoreError::transition("task", "queue", e))?;
@@ -269,13 +278,28 @@ async fn claim(w: &mut Write, req: &ClaimRequest) -> Result<Vec<ClaimedTask>, St
     }
     let caps = json(&req.capabilities)?;
     let now = us(w.now);
-    let page = i64::try_from(req.limit.clamp(16, 1024)).unwrap_or(1024);
+    let mut page = i64::try_from(req.limit.clamp(16, 1024)).unwrap_or(1024);
+    let cutoff = queue::aging_cutoff(w.now, req.aging_after).map(us);
+    let aged = match cutoff {
+        Some(c) => sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'ready' AND band IN (1, 2, 3) AND run_at <= ?1)",
+        )
+        .bind(c)
+        .fetch_one(w.conn())
+        .await
+        .map_err(db)?,
+        None => false,
+    };
+    if aged {
+        page = i64::MAX;
+    }
     let mut chosen: Vec<String> = Vec::new();
     // Concurrency key → tasks leased with it, counting this claim's picks.
     let mut leased_per_key: HashMap<String, i64> = HashMap::new();
     let mut last: Option<(i64, i64, String)> = None;
     'pages: loop {
         let q = match &last {
+            None if aged => sqlx::query(AGED_CANDIDATES).bind(now).bind(&caps).bind(-1i64).bind(cutoff),
             None => sqlx::query(CANDIDATES).bind(now).bind(&caps).bind(page),
             Some((b, r, id)) => {
                 sqlx::query(MORE_CANDIDATES).bind(now).bind(&caps).bind(page).bind(*b).bind(*r).bind(id.clone())

@@ -780,3 +780,37 @@ pub async fn renew_leases_reports_each_lease(h: Harness) {
     assert!(matches!(out[1], Err(StoreError::StaleLease { .. })));
     assert!(matches!(out[2], Err(StoreError::NotFound { .. })));
 }
+
+/// With `aging_after`, a ready task that waited longer is claimed one priority level higher:
+/// a long-waiting `Low` task goes before a fresh `Medium` one, but not before a fresh `High`
+/// one; without aging (or before it is due) priority alone decides.
+pub async fn aging_bumps_a_long_waiting_task_one_priority_level(h: Harness) {
+    let old_low = task("old low").priority(Priority::Low);
+    h.insert(vec![old_low.clone()]).await;
+    h.clock.advance(Duration::from_secs(3600));
+    let (medium, high) = (task("fresh medium").priority(Priority::Medium), task("fresh high").priority(Priority::High));
+    h.insert(vec![medium.clone(), high.clone()]).await;
+    let claim = |aging: Option<Duration>| {
+        let h = h.clone();
+        async move {
+            let req = ClaimRequest::new(AgentId::new(), 1, TTL).aging_after(aging);
+            let c = h.tasks.claim(&req).await.expect("claim").remove(0);
+            h.tasks.release(c.task.id, c.lease.token).await.expect("release");
+            c.task.id
+        }
+    };
+    assert_eq!(claim(None).await, high.id, "no aging: priority order");
+    assert_eq!(claim(Some(Duration::from_secs(7200))).await, high.id, "not waited long enough");
+    h.tasks.cancel(high.id).await.unwrap();
+    assert_eq!(claim(None).await, medium.id);
+    assert_eq!(claim(Some(Duration::from_secs(7200))).await, medium.id, "not aged yet");
+    assert_eq!(
+        claim(Some(Duration::from_secs(1800))).await,
+        old_low.id,
+        "aged: Low claimed as Medium, and it waited longer"
+    );
+    // One level only: a fresh Critical still goes first.
+    let critical = task("fresh critical").priority(Priority::Critical);
+    h.insert(vec![critical.clone()]).await;
+    assert_eq!(claim(Some(Duration::from_secs(1800))).await, critical.id);
+}

@@ -28,13 +28,15 @@ impl PostgresStore {
         }
         let now = self.now();
         let expires = micros(add_duration(now, request.lease_ttl));
-        let rows = sqlx::query("SELECT * FROM omoi_claim($1, $2, $3, $4, $5, $6)")
+        let cutoff = omoi_core::queue::aging_cutoff(now, request.aging_after).map(micros);
+        let rows = sqlx::query("SELECT * FROM omoi_claim($1, $2, $3, $4, $5, $6, $7)")
             .bind(request.holder.as_uuid())
             .bind(&request.capabilities)
             .bind(i32::try_from(request.limit).unwrap_or(i32::MAX))
             .bind(now)
             .bind(expires)
             .bind(request.start)
+            .bind(cutoff)
             .fetch_all(self.pool())
             .await
             .map_err(db)?;
