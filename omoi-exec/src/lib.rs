@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod embed;
 pub mod git;
+pub mod memory;
 pub mod spec_agent;
 pub mod synthesis;
 pub mod worker;

@@ -22,6 +22,7 @@ use super::policy::ToolPolicy;
 use super::prompt;
 use super::run::{AgentOutcome, AgentRun, StopCause};
 use crate::git::{GitRepo, Workspace, task_branch};
+use crate::memory::{MemoryService, SandboxFiles, TrajectoryTap, hooks as memory_hooks};
 use crate::synthesis::{Source, Synthesis, SynthesisStrategy, synthesize};
 use crate::worker::{ExecContext, ExecError, TaskExecutor, TaskOutput};
 
@@ -39,6 +40,7 @@ pub struct AgentExecutor {
     sandbox_spec: SandboxSpec,
     mailboxes: Mailboxes,
     synthesis: SynthesisStrategy,
+    memory: Option<MemoryService>,
 }
 
 impl std::fmt::Debug for AgentExecutor {
@@ -74,7 +76,15 @@ impl AgentExecutor {
             sandbox_spec: SandboxSpec::default(),
             mailboxes: Mailboxes::new(),
             synthesis: SynthesisStrategy::default(),
+            memory: None,
         }
+    }
+
+    /// Gives every task a context of relevant memories (and its spec's requirements and design)
+    /// and writes back what it learned (see [`crate::memory`]).
+    pub fn with_memory(mut self, memory: MemoryService) -> Self {
+        self.memory = Some(memory);
+        self
     }
 
     /// Seeds workspaces from `origin` at `base_branch` and brings task branches back to it.
@@ -150,17 +160,21 @@ impl AgentExecutor {
             }
         }
         let budget = Budget::start(BudgetLimits::from(&self.config), self.clock.clone());
+        // Memory: the task's context in (recorded as step 0), its trajectory tapped for learning.
+        let files = SandboxFiles(sandbox);
+        let tap = TrajectoryTap::new(self.events.clone(), task.id);
+        let memory_context = memory_hooks::context_for(self.memory.as_ref(), task, ctx.agent_id, &files, &tap).await;
         let run = AgentRun {
             llm: self.llm.as_ref(),
             sandbox,
-            events: self.events.as_ref(),
+            events: &tap,
             gates: vec![&budget],
             policy: ToolPolicy::for_mode(task.def.mode),
             mailboxes: Some(&self.mailboxes),
             task_id: task.id,
             agent_id: ctx.agent_id,
             system: prompt::system(task.def.mode),
-            prompt: prompt::task(task, synthesis.as_ref()),
+            prompt: prompt::task(task, synthesis.as_ref()) + &memory_context,
             finish_output: None,
             finish_check: None,
             command_timeout: self.config.command_timeout,
@@ -214,6 +228,13 @@ impl AgentExecutor {
         }
         if let Some(s) = synthesis.filter(|s| !s.conflicts.is_empty()) {
             result["synthesis_conflicts"] = json!(s.conflicts);
+        }
+        // Memory: what this task taught, written back.
+        if self.memory.is_some() {
+            let metadata = crate::memory::task_metadata(task);
+            result["memories"] =
+                memory_hooks::learn_from(self.memory.as_ref(), &task.def, metadata, &finish.summary, &tap, &files)
+                    .await;
         }
         Ok(TaskOutput { result, usage })
     }
