@@ -208,6 +208,50 @@ mod tests {
     }
 
     #[test]
+    fn the_spec_section_holds_the_traced_requirements_and_the_design() {
+        use omoi_core::{NewSpec, PhaseCheckpoint, Priority, TicketId, TicketStatus};
+        let now = chrono::Utc::now();
+        let mut spec = Spec::drafted(NewSpec::new("slugify", "add slugify"), now);
+        for (phase, json) in [
+            (SpecPhase::Requirements, include_str!("../../../omoi-spec/tests/fixtures/requirements.json")),
+            (SpecPhase::Design, include_str!("../../../omoi-spec/tests/fixtures/design.json")),
+        ] {
+            let checkpoint = PhaseCheckpoint {
+                phase,
+                output: serde_json::from_str(json).unwrap(),
+                score: 1.0,
+                attempts: 1,
+                usage: Default::default(),
+                passed_at: now,
+            };
+            spec.checkpoints.insert(phase, checkpoint);
+        }
+        let ticket = Ticket {
+            id: TicketId::new(),
+            spec_id: Some(spec.id),
+            local_id: None,
+            title: "core".into(),
+            description: String::new(),
+            priority: Priority::High,
+            requirements: vec!["REQ-SLUG-CORE-001".into(), "REQ-UNKNOWN-X-009".into()],
+            status: TicketStatus::Backlog,
+            blocked: false,
+            created_at: now,
+        };
+        let (text, found, design) = spec_section(&spec, Some(&ticket));
+        assert_eq!(found, vec!["REQ-SLUG-CORE-001"]);
+        assert!(design);
+        assert!(
+            text.contains("## Requirements this task traces to\n- REQ-SLUG-CORE-001 Lower-case hyphenated slug: WHEN")
+        );
+        assert!(text.contains("  - slugify('Hello, World!') == 'hello-world'"), "{text}");
+        assert!(!text.contains("REQ-SLUG-CORE-002"), "only the traced requirements");
+        assert!(text.contains("## Design\n"));
+        let (_, found, _) = spec_section(&spec, None);
+        assert!(found.is_empty());
+    }
+
+    #[test]
     fn feedback_is_read_from_the_task_input() {
         let def = TaskDefinition {
             input: serde_json::json!({"revision_feedback": ["handle empty strings", " "], "feedback": "add tests"}),
