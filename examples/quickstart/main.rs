@@ -13,6 +13,9 @@
 //!    own git branch; the validation task runs the real test suite on the merged work.
 //! 4. Merges the task branches into `main` in conflict order, prints the final branch and its
 //!    diff stat, and runs the tests on `main`.
+//! 5. Shows the memories the tasks wrote back (with their citations), and the context a
+//!    follow-up feature request would start with: the memories it retrieves, checked against
+//!    the merged code.
 //!
 //! Everything is stored in one SQLite file. The model is a recorded conversation played by
 //! `ScriptedLlm` (the tools really run: files are written, commands and tests are executed); with
@@ -31,11 +34,13 @@ use std::time::{Duration, Instant};
 use omoi_core::config::{OmoiConfig, SpecConfig};
 use omoi_core::testkit::{Recording, ScriptedLlm};
 use omoi_core::{
-    Clock, CompletionRequest, EventStore, LlmClient, NewSpec, SpecStore, SystemClock, TaskFilter, TaskState, TaskStore,
+    Clock, CompletionRequest, EventStore, HashingEmbedder, LlmClient, MemoryId, MemoryStore, NewSpec, SpecStore,
+    SystemClock, TaskFilter, TaskState, TaskStore,
 };
 use omoi_exec::agent::AgentExecutor;
 use omoi_exec::git::{GitRepo, merge_in_conflict_order};
 use omoi_exec::llm::{AnthropicClient, OpenAiClient};
+use omoi_exec::memory::{DirFiles, MemoryService};
 use omoi_exec::spec_agent::AgentPhaseExecutor;
 use omoi_exec::worker::{Worker, WorkerConfig};
 use omoi_sandbox::LocalSandboxProvider;
@@ -102,6 +107,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (llm, source) = model()?;
     let sandboxes = Arc::new(LocalSandboxProvider::new(dir.join("sandboxes")));
+    let memories: Arc<dyn MemoryStore> = Arc::new(store.clone());
+    let memory =
+        MemoryService::new(memories.clone(), Arc::new(HashingEmbedder::new(256)), clock.clone(), Default::default())
+            .await?
+            .with_specs(specs.clone());
     println!("  sample repository: {} (branch main, {})", repo_dir.display(), &initial[..8]);
     println!("  store: {}", dir.join("omoi.db").display());
     println!("  model: {source}");
@@ -116,7 +126,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     //    structured call each; sync is deterministic.
     println!("1. spec: \"{}\"", IDEA.chars().take(72).collect::<String>() + "…");
     let phases =
-        AgentPhaseExecutor::new(llm.clone(), sandboxes.clone(), events.clone(), clock.clone(), origin.clone(), "main");
+        AgentPhaseExecutor::new(llm.clone(), sandboxes.clone(), events.clone(), clock.clone(), origin.clone(), "main")
+            .with_memory(memory.clone());
     let runner = SpecRunner::new(specs.clone(), events.clone(), clock.clone(), Arc::new(phases), SpecConfig::default());
     let (spec_id, outcome) = runner.start(NewSpec::new("slugify", IDEA)).await?;
     if !matches!(outcome, RunOutcome::Completed) {
@@ -143,7 +154,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("\n2. execution: 2 workers, one local sandbox per task");
     let executor = Arc::new(
         AgentExecutor::new(llm.clone(), sandboxes.clone(), tasks.clone(), events.clone(), clock.clone())
-            .with_origin(origin.clone(), "main"),
+            .with_origin(origin.clone(), "main")
+            .with_memory(memory.clone()),
     );
     let cfg = OmoiConfig::default();
     let stop = CancellationToken::new();
@@ -227,6 +239,41 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let ran = summary.lines().find(|l| l.starts_with("Ran ")).unwrap_or("no tests ran");
     println!("tests on main: {} ({ran})", if tests.status.success() { "OK" } else { "FAILED" });
     printer.abort();
+
+    // 4. Memory: what the tasks wrote back, and what a follow-up request starts with.
+    println!("\n4. memory");
+    for t in &done {
+        let stored = t
+            .result
+            .as_ref()
+            .and_then(|r| serde_json::from_value::<Vec<MemoryId>>(r["memories"]["stored"].clone()).ok());
+        for id in stored.unwrap_or_default() {
+            let m = memories.get_memory(id).await?;
+            let cites: Vec<String> =
+                m.citations.iter().map(|c| format!("{}:{}-{}", c.path, c.start_line, c.end_line)).collect();
+            let first = m.text.lines().next().unwrap_or_default().chars().take(90).collect::<String>();
+            println!(
+                "   wrote [{}] {first} (cites {})",
+                m.kind,
+                if cites.is_empty() { "nothing".into() } else { cites.join(", ") }
+            );
+        }
+    }
+    let follow_up = "Use slugify from textkit.strings to build URL slugs for blog post titles";
+    let ctx = memory.query_context(follow_up, &DirFiles(repo_dir.clone())).await?;
+    println!("   follow-up request \"{follow_up}\" retrieves:");
+    for m in &ctx.memories {
+        let cites: Vec<String> =
+            m.citations.iter().map(|c| format!("{}:{}-{}", c.path, c.start_line, c.end_line)).collect();
+        let first = m.text.lines().next().unwrap_or_default().chars().take(90).collect::<String>();
+        println!(
+            "   - [{}] {first} (score {:.2}{}; cites {})",
+            m.kind,
+            m.score,
+            if m.stale { ", STALE" } else { "" },
+            if cites.is_empty() { "nothing".into() } else { cites.join(", ") }
+        );
+    }
     println!("\ndone in {:.1} s — inspect {}", started.elapsed().as_secs_f64(), repo_dir.display());
     if !tests.status.success() {
         return Err("the tests fail on main".into());

@@ -32,6 +32,16 @@ fn quickstart_runs_every_phase_executes_the_tasks_and_merges_a_tested_branch() {
     assert!(stdout.contains("validation (TSK-004): tests passed"));
     assert!(stdout.contains("merged 3 branches"));
     assert!(stdout.contains("tests on main: OK (Ran 9 tests"), "{stdout}");
+    // Memory: the tasks wrote lessons citing what they changed, and a follow-up request
+    // retrieves them; the explore phase's knowledge of the old strings.py shows as stale.
+    assert!(stdout.contains("wrote [learning] Add slugify to textkit.strings"), "{stdout}");
+    assert!(stdout.contains("cites textkit/__init__.py:1-5, textkit/strings.py:1-35)"), "{stdout}");
+    let retrieved = stdout.split("retrieves:").nth(1).unwrap_or_default();
+    assert!(retrieved.contains("- [learning] Add slugify to textkit.strings"), "{stdout}");
+    assert!(
+        retrieved.contains("[codebase_knowledge] slugify (explore phase)") && retrieved.contains("STALE"),
+        "{stdout}"
+    );
     // The merged repository really contains the feature.
     let strings = std::fs::read_to_string(work.join("textkit/textkit/strings.py")).unwrap();
     assert!(strings.contains("def slugify(text: str) -> str:"));

@@ -386,9 +386,10 @@ impl Default for DiscoveryConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
-    /// Results per search. OmoiOS: 5.
+    /// Memories in a task's context at most (after re-ranking). OmoiOS: 5.
     pub top_k: usize,
-    /// Minimum similarity for vector-only results. OmoiOS: 0.7.
+    /// Minimum cosine similarity to the task for a memory to enter its context, unless it also
+    /// matched the task's keywords. OmoiOS: 0.7.
     pub similarity_threshold: f64,
     /// Fusion: k = 60, weights 0.6/0.4, a missing item ranked at len + 10, 2·top_k candidates.
     pub hybrid: HybridParams,

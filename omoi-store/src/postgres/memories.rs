@@ -246,12 +246,15 @@ impl MemoryStore for PostgresStore {
             Ok(MemoryHit { memory: rows::memory(row)?, score, vector_rank: vr, keyword_rank: kr })
         };
         // An empty store has no fixed dimension yet: nothing to find.
-        let vector = match embedding {
-            Some(e) if self.inner.dims.load(Ordering::Relaxed) != 0 => self.vector_hits(q, e, n).await?,
-            _ => Vec::new(),
+        let vector_hits = async {
+            match embedding {
+                Some(e) if self.inner.dims.load(Ordering::Relaxed) != 0 => self.vector_hits(q, e, n).await,
+                _ => Ok(Vec::new()),
+            }
         };
         match q.mode {
             SearchMode::Vector => {
+                let vector = vector_hits.await?;
                 vector.iter().enumerate().map(|(r, (row, s))| hit(row, *s, Some(r + 1), None)).collect()
             }
             SearchMode::Keyword => {
@@ -259,7 +262,8 @@ impl MemoryStore for PostgresStore {
                 keyword.iter().enumerate().map(|(r, (row, s))| hit(row, *s, None, Some(r + 1))).collect()
             }
             SearchMode::Hybrid => {
-                let keyword = self.keyword_hits(q, n).await?;
+                // The two lists on two connections at once.
+                let (vector, keyword) = futures::try_join!(vector_hits, self.keyword_hits(q, n))?;
                 let mut found: std::collections::HashMap<Uuid, &PgRow> = std::collections::HashMap::new();
                 let ids = |v: &[(PgRow, f64)]| -> Result<Vec<MemoryId>, StoreError> {
                     v.iter()
