@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentKind;
-use crate::memory::HybridParams;
+use crate::memory::{HybridParams, RerankWeights};
 use crate::state::{AgentStatus, SpecPhase};
 use crate::task::BackoffPolicy;
 
@@ -94,6 +94,8 @@ impl OmoiConfig {
         unit("spec.dedup.task", self.spec.dedup.task)?;
         unit("discovery.dedup_similarity", self.discovery.dedup_similarity)?;
         unit("memory.similarity_threshold", self.memory.similarity_threshold)?;
+        unit("memory.dedup_similarity", self.memory.dedup_similarity)?;
+        unit("memory.rerank.stale_factor", self.memory.rerank.stale_factor)?;
         unit("monitor.steering.guidance_below", self.monitor.steering.guidance_below)?;
         let s = &self.monitor.steering;
         if !(s.emergency_below <= s.correction_below && s.correction_below <= s.guidance_below) {
@@ -410,16 +412,23 @@ impl Default for DiscoveryConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
-    /// Results per search. OmoiOS: 5.
+    /// Memories in a task's context at most (after re-ranking). OmoiOS: 5.
     pub top_k: usize,
-    /// Minimum similarity for vector-only results. OmoiOS: 0.7.
+    /// Minimum cosine similarity to the task for a memory to enter its context, unless it also
+    /// matched the task's keywords. OmoiOS: 0.7.
     pub similarity_threshold: f64,
     /// Fusion: k = 60, weights 0.6/0.4, a missing item ranked at len + 10, 2·top_k candidates.
     pub hybrid: HybridParams,
     /// Embedding dimension. OmoiOS: 1536.
     pub embedding_dimensions: usize,
-    /// Samples needed before a pattern is learned. OmoiOS: 3.
-    pub pattern_min_samples: u32,
+    /// How retrieved memories are re-ranked for a task's context.
+    pub rerank: RerankWeights,
+    /// Cosine similarity at which a new memory reinforces an existing one of the same kind
+    /// instead of being stored. Hephaestus: 0.95.
+    pub dedup_similarity: f64,
+    /// Tokens (about 4 characters each) the memories in a task's context may take; the least
+    /// relevant are left out first.
+    pub context_tokens: usize,
 }
 
 impl Default for MemoryConfig {
@@ -429,7 +438,9 @@ impl Default for MemoryConfig {
             similarity_threshold: 0.7,
             hybrid: HybridParams::default(),
             embedding_dimensions: 1536,
-            pattern_min_samples: 3,
+            rerank: RerankWeights::default(),
+            dedup_similarity: 0.95,
+            context_tokens: 1500,
         }
     }
 }

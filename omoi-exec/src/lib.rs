@@ -67,16 +67,19 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `anthropic` | `llm::AnthropicClient`: the Anthropic Messages API |
-//! | `openai` | `llm::OpenAiClient`: OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, llama.cpp) |
+//! | `openai` | `llm::OpenAiClient`: OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, llama.cpp); `llm::OpenAiEmbedder`: `/v1/embeddings` |
+//! | `local-embed` | `embed::LocalEmbedder`: a sentence-embedding model run on the CPU from a local directory |
 //!
 //! Both implement [`omoi_core::LlmClient`], so engines take an `Arc<dyn LlmClient>` and tests use
 //! `omoi_core::testkit::ScriptedLlm` instead.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod agent;
+pub mod embed;
 mod executor_fn;
 pub mod git;
 pub mod integrate;
+pub mod memory;
 pub mod orchestrator;
 pub mod spec_agent;
 pub mod synthesis;

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use omoi_core::config::SpecConfig;
 use omoi_core::{
-    AgentId, Clock, EventStore, ExecutionMode, LlmClient, SandboxProvider, SandboxSpec, SpecPhase, TaskId,
+    AgentId, Clock, EventStore, ExecutionMode, LlmClient, SandboxProvider, SandboxSpec, SpecPhase, TaskDefinition,
+    TaskId,
 };
 use omoi_spec::output::PhaseOutput;
 use omoi_spec::{PhaseAttempt, PhaseContext, PhaseError, PhaseExecutor, StructuredExecutor};
@@ -23,6 +24,7 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::agent::{AgentRun, Budget, BudgetExceeded, BudgetLimits, FinishArgs, StopCause, ToolPolicy};
 use crate::git::{GitRepo, Workspace};
+use crate::memory::{MemoryService, SandboxFiles, TrajectoryTap, hooks as memory_hooks};
 
 /// Runs chosen spec phases as read-only agents over a repository.
 #[derive(Clone)]
@@ -37,6 +39,7 @@ pub struct AgentPhaseExecutor {
     fallback: Arc<dyn PhaseExecutor>,
     config: SpecConfig,
     sandbox_spec: SandboxSpec,
+    memory: Option<MemoryService>,
 }
 
 impl std::fmt::Debug for AgentPhaseExecutor {
@@ -71,7 +74,15 @@ impl AgentPhaseExecutor {
             phases: BTreeSet::from([SpecPhase::Explore]),
             config: SpecConfig::default(),
             sandbox_spec: SandboxSpec::default(),
+            memory: None,
         }
+    }
+
+    /// Gives every agentic phase the memories relevant to the spec's title and idea, and writes
+    /// back what an exploring phase learned about the codebase (see [`crate::memory`]).
+    pub fn with_memory(mut self, memory: MemoryService) -> Self {
+        self.memory = Some(memory);
+        self
     }
 
     /// Runs these phases as agents (the others go to the fallback).
@@ -132,18 +143,25 @@ impl AgentPhaseExecutor {
                  with a one-line summary and `output` set to the {} phase's JSON output.",
                 ctx.prompt.system, ctx.phase
             );
+            // Memory: relevant memories in (recorded as step 0), the trajectory tapped for learning.
+            let (run_id, agent_id) = (TaskId::new(), AgentId::new());
+            let files = SandboxFiles(sandbox.as_ref());
+            let tap = TrajectoryTap::new(self.events.clone(), run_id);
+            let query = format!("{}\n{}", ctx.spec.title, ctx.spec.idea);
+            let memory_context =
+                memory_hooks::context_for_query(self.memory.as_ref(), &query, run_id, agent_id, &files, &tap).await;
             let run = AgentRun {
                 llm: self.llm.as_ref(),
                 sandbox: sandbox.as_ref(),
-                events: self.events.as_ref(),
+                events: &tap,
                 gates: vec![&budget],
                 policy: ToolPolicy::for_mode(ExecutionMode::Exploration),
                 mailboxes: None,
-                task_id: TaskId::new(),
+                task_id: run_id,
                 labels: [(omoi_core::ports::llm::labels::PHASE.to_owned(), ctx.phase.to_string())].into(),
-                agent_id: AgentId::new(),
+                agent_id,
                 system,
-                prompt: ctx.prompt.user.clone(),
+                prompt: ctx.prompt.user.clone() + &memory_context,
                 finish_output: Some(ctx.output_schema.schema.clone()),
                 finish_check: Some(&check),
                 command_timeout: std::time::Duration::from_secs(60),
@@ -155,6 +173,16 @@ impl AgentPhaseExecutor {
             };
             let outcome = run.run().await.map_err(|e| executor_error(e.to_string(), e.is_retryable()))?;
             ctx.budget.record(outcome.usage).await?;
+            // Memory: what the exploration learned about the codebase, written back.
+            if let (StopCause::Finished, Some(f), Some(_)) = (&outcome.stop, &outcome.finish, &self.memory) {
+                let def = TaskDefinition {
+                    title: format!("{} ({} phase)", ctx.spec.title, ctx.phase),
+                    mode: ExecutionMode::Exploration,
+                    ..TaskDefinition::default()
+                };
+                let metadata = serde_json::json!({"spec_id": ctx.spec.id, "phase": ctx.phase});
+                memory_hooks::learn_from(self.memory.as_ref(), &def, metadata, &f.summary, &tap, &files).await;
+            }
             match (outcome.stop, outcome.finish) {
                 (StopCause::Finished, Some(f)) => {
                     let raw = serde_json::to_string(&f.output).unwrap_or_default();

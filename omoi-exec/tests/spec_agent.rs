@@ -112,3 +112,49 @@ async fn explore_runs_as_a_read_only_agent_over_the_repository_and_checkpoints_i
         .count();
     assert!(steps >= 10, "the trajectory is recorded ({steps} steps)");
 }
+
+#[tokio::test]
+async fn explore_starts_with_relevant_memories_and_writes_back_what_it_learned() {
+    use omoi_core::config::MemoryConfig;
+    use omoi_core::{HashingEmbedder, MemoryKind, MemoryQuery, MemoryStore, NewMemory, SearchMode};
+    use omoi_exec::memory::MemoryService;
+
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = sample_repo(repo_dir.path()).await;
+    let sandboxes = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let store = Arc::new(InMemoryStore::with_clock(clock.clone()));
+    let embedder = Arc::new(HashingEmbedder::new(128));
+    let earlier = "slugify in textkit must keep digits";
+    store.put_memory(NewMemory::new(MemoryKind::Decision, earlier, embedder.embed_one(earlier))).await.unwrap();
+    let memory =
+        MemoryService::new(store.clone(), embedder.clone(), clock.clone(), MemoryConfig::default()).await.unwrap();
+    let llm = Arc::new(ScriptedLlm::new());
+    llm.push_tool_call("read_file", json!({"path": "textkit/strings.py"}));
+    llm.push_tool_call(
+        "finish",
+        json!({"summary": "textkit keeps string helpers in textkit/strings.py", "output": explore_output()}),
+    );
+    let executor = AgentPhaseExecutor::new(
+        llm.clone(),
+        Arc::new(LocalSandboxProvider::new(sandboxes.path())),
+        store.clone(),
+        clock.clone(),
+        repo,
+        "main",
+    )
+    .with_memory(memory);
+    let runner =
+        SpecRunner::new(store.clone(), store.clone(), clock.clone(), Arc::new(executor), SpecConfig::default());
+    runner.start(NewSpec::new("slugify", "Add slugify(text) to textkit.strings with tests")).await.unwrap_err();
+
+    let prompt = llm.requests()[0].messages[0].text();
+    assert!(prompt.contains(&format!("[decision] {earlier}")), "{prompt}");
+    let query = MemoryQuery::hybrid("textkit string helpers", embedder.embed_one("textkit string helpers"))
+        .with_mode(SearchMode::Keyword);
+    let learned = store.search_memories(&query).await.unwrap();
+    let knowledge = learned.iter().find(|h| h.memory.kind == MemoryKind::CodebaseKnowledge).expect("written back");
+    assert!(knowledge.memory.text.contains("textkit/strings.py"));
+    assert_eq!(knowledge.memory.citations[0].path, "textkit/strings.py");
+    assert_eq!((knowledge.memory.citations[0].start_line, knowledge.memory.citations[0].end_line), (1, 2));
+}

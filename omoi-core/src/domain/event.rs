@@ -459,6 +459,13 @@ events! {
         /// Recommendations, as data (see `omoi-discovery`'s `Recommendation`).
         recommendations: Value,
     }
+    /// A near-duplicate was merged into a memory instead of being stored.
+    MemoryReinforced "memory.reinforced" => Memory(memory_id) {
+        /// The memory.
+        memory_id: MemoryId,
+        /// Its reinforcements so far.
+        reinforcements: u32,
+    }
 }
 
 /// An event as stored, with its cursor and time.

@@ -26,6 +26,20 @@ string_enum! {
     }
 }
 
+/// Where a memory's knowledge comes from: lines of a file, and a hash of their text when the
+/// memory was written. When the file's lines no longer hash the same, the memory is stale.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Citation {
+    /// The file, relative to the workspace root.
+    pub path: String,
+    /// First cited line (1-based).
+    pub start_line: u32,
+    /// Last cited line (inclusive).
+    pub end_line: u32,
+    /// Hex SHA-256 of the cited lines, each followed by `\n`.
+    pub content_hash: String,
+}
+
 /// A memory to store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NewMemory {
@@ -39,12 +53,21 @@ pub struct NewMemory {
     pub embedding: Vec<f32>,
     /// Free-form details.
     pub metadata: Value,
+    /// The code it is about.
+    #[serde(default)]
+    pub citations: Vec<Citation>,
 }
 
 impl NewMemory {
     /// A memory of `kind` with `text` and `embedding`.
     pub fn new(kind: MemoryKind, text: impl Into<String>, embedding: Vec<f32>) -> Self {
-        Self { id: MemoryId::new(), kind, text: text.into(), embedding, metadata: Value::Null }
+        Self { id: MemoryId::new(), kind, text: text.into(), embedding, metadata: Value::Null, citations: Vec::new() }
+    }
+
+    /// The same memory citing `citations`.
+    pub fn with_citations(mut self, citations: Vec<Citation>) -> Self {
+        self.citations = citations;
+        self
     }
 }
 
@@ -61,8 +84,32 @@ pub struct Memory {
     pub embedding: Vec<f32>,
     /// Free-form details.
     pub metadata: Value,
+    /// The code it is about (the latest citations, after reinforcement).
+    pub citations: Vec<Citation>,
+    /// How often a near-duplicate was written and merged into it instead.
+    pub reinforcements: u32,
+    /// How often it was put into an agent's context.
+    pub uses: u32,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
+    /// When it was last stored again or reinforced (its age for recency ranking).
+    pub refreshed_at: DateTime<Utc>,
+    /// When it was last put into a context.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Merges reinforcing `fresh` citations into `old` ones: a fresh citation replaces an old one
+/// of the same file and overlapping lines; the others are kept (old first).
+pub fn merge_citations(old: &[Citation], fresh: &[Citation]) -> Vec<Citation> {
+    let overlaps =
+        |a: &Citation, b: &Citation| a.path == b.path && a.start_line <= b.end_line && b.start_line <= a.end_line;
+    let mut out: Vec<Citation> = old.iter().filter(|o| !fresh.iter().any(|f| overlaps(o, f))).cloned().collect();
+    for f in fresh {
+        if !out.contains(f) {
+            out.push(f.clone());
+        }
+    }
+    out
 }
 
 /// Which signals a search uses.
@@ -180,6 +227,61 @@ pub fn fuse_candidates(
         .collect()
 }
 
+/// Weights of the re-ranking that picks which retrieved memories go into an agent's context
+/// (Hephaestus: 0.5 similarity + 0.2 recency + 0.3 kind).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RerankWeights {
+    /// Weight of the cosine similarity to the task.
+    pub similarity: f64,
+    /// Weight of [`recency_score`].
+    pub recency: f64,
+    /// Weight of [`MemoryKind::rank_weight`].
+    pub kind: f64,
+    /// Factor applied to the score of a stale memory (its cited code changed).
+    pub stale_factor: f64,
+}
+
+impl Default for RerankWeights {
+    fn default() -> Self {
+        Self { similarity: 0.5, recency: 0.2, kind: 0.3, stale_factor: 0.5 }
+    }
+}
+
+impl MemoryKind {
+    /// How much a memory of this kind is worth in a context (Hephaestus's type weights): error
+    /// fixes 0.9, learnings 0.8, discoveries 0.6, decisions 0.5, anything else 0.4.
+    pub fn rank_weight(self) -> f64 {
+        match self {
+            MemoryKind::ErrorFix => 0.9,
+            MemoryKind::Learning => 0.8,
+            MemoryKind::Discovery => 0.6,
+            MemoryKind::Decision => 0.5,
+            MemoryKind::Warning | MemoryKind::CodebaseKnowledge => 0.4,
+        }
+    }
+}
+
+/// Recency in buckets (Hephaestus): under an hour 1.0, a day 0.9, a week 0.7, 30 days 0.5,
+/// older 0.3. A negative age (clock skew) counts as new.
+pub fn recency_score(age: chrono::TimeDelta) -> f64 {
+    let hours = age.num_minutes() as f64 / 60.0;
+    match hours {
+        h if h < 1.0 => 1.0,
+        h if h < 24.0 => 0.9,
+        h if h < 24.0 * 7.0 => 0.7,
+        h if h < 24.0 * 30.0 => 0.5,
+        _ => 0.3,
+    }
+}
+
+/// The re-rank score of a memory: the weighted sum of its similarity, recency and kind weight,
+/// multiplied by `stale_factor` when its cited code has changed.
+pub fn rerank_score(w: &RerankWeights, similarity: f64, age: chrono::TimeDelta, kind: MemoryKind, stale: bool) -> f64 {
+    let score = w.similarity * similarity + w.recency * recency_score(age) + w.kind * kind.rank_weight();
+    if stale { score * w.stale_factor } else { score }
+}
+
 /// Cosine similarity of two vectors; 0 when either is all zeros or their lengths differ.
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     if a.len() != b.len() {
@@ -210,6 +312,33 @@ mod tests {
         assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-12);
         assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
         assert_eq!(cosine(&[1.0], &[1.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn recency_buckets_and_kind_weights_follow_hephaestus() {
+        let h = chrono::TimeDelta::hours;
+        let scores: Vec<f64> = [h(-1), h(0), h(5), h(48), h(24 * 10), h(24 * 40)].map(recency_score).to_vec();
+        assert_eq!(scores, vec![1.0, 1.0, 0.9, 0.7, 0.5, 0.3]);
+        let w = RerankWeights::default();
+        let fix = rerank_score(&w, 0.8, h(0), MemoryKind::ErrorFix, false);
+        assert!((fix - (0.5 * 0.8 + 0.2 + 0.3 * 0.9)).abs() < 1e-12);
+        assert!((rerank_score(&w, 0.8, h(0), MemoryKind::ErrorFix, true) - fix * 0.5).abs() < 1e-12);
+        assert!(fix > rerank_score(&w, 0.8, h(0), MemoryKind::Decision, false));
+    }
+
+    #[test]
+    fn fresh_citations_replace_overlapping_ones_and_keep_the_rest() {
+        let c = |path: &str, a, b, h: &str| Citation {
+            path: path.into(),
+            start_line: a,
+            end_line: b,
+            content_hash: h.into(),
+        };
+        let old = vec![c("a.rs", 1, 5, "x"), c("b.rs", 1, 2, "y")];
+        let merged = merge_citations(&old, &[c("a.rs", 4, 9, "z")]);
+        assert_eq!(merged, vec![c("b.rs", 1, 2, "y"), c("a.rs", 4, 9, "z")]);
+        let merged = merge_citations(&old, &[c("b.rs", 1, 2, "y"), c("c.rs", 7, 7, "w")]);
+        assert_eq!(merged, vec![c("a.rs", 1, 5, "x"), c("b.rs", 1, 2, "y"), c("c.rs", 7, 7, "w")]);
     }
 
     #[test]

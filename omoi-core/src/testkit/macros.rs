@@ -149,6 +149,9 @@ macro_rules! memory_store_suite {
                 vector_and_keyword_modes_rank_by_one_signal,
                 kind_filter_and_limit_apply,
                 wrong_dimension_is_rejected,
+                reinforcement_counts_refreshes_and_merges_citations,
+                uses_are_counted_once_per_call,
+                embedder_dimensions_are_checked_against_the_store,
             ]
         );
     };

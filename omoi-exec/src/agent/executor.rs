@@ -46,6 +46,7 @@ use super::run::{AgentOutcome, AgentRun, StopCause};
 use super::tools::FinishArgs;
 use super::verdict::{CommandRun, ValidationVerdict, claimed_pass};
 use crate::git::{GitRepo, Workspace, task_branch};
+use crate::memory::{MemoryService, SandboxFiles, TrajectoryTap, hooks as memory_hooks};
 use crate::synthesis::{Source, Synthesis, SynthesisStrategy, synthesize};
 use crate::worker::{ExecContext, ExecError, TaskExecutor, TaskOutput};
 
@@ -63,6 +64,7 @@ pub struct AgentExecutor {
     sandbox_spec: SandboxSpec,
     mailboxes: Mailboxes,
     synthesis: SynthesisStrategy,
+    memory: Option<MemoryService>,
     discoveries: Option<DiscoveryService>,
     /// Destroys of abandoned sandboxes still running in the background.
     cleanup: TaskTracker,
@@ -137,7 +139,15 @@ impl AgentExecutor {
             synthesis: SynthesisStrategy::default(),
             cleanup: TaskTracker::new(),
             discoveries: None,
+            memory: None,
         }
+    }
+
+    /// Gives every task a context of relevant memories (and its spec's requirements and design)
+    /// and writes back what it learned (see [`crate::memory`]).
+    pub fn with_memory(mut self, memory: MemoryService) -> Self {
+        self.memory = Some(memory);
+        self
     }
 
     /// Seeds workspaces from `origin` at `base_branch` and brings task branches back to it.
@@ -233,10 +243,14 @@ impl AgentExecutor {
             }
         }
         let budget = Budget::start(BudgetLimits::from(&self.config), self.clock.clone());
+        // Memory: the task's context in (recorded as step 0), its trajectory tapped for learning.
+        let files = SandboxFiles(sandbox);
+        let tap = TrajectoryTap::new(self.events.clone(), task.id);
+        let memory_context = memory_hooks::context_for(self.memory.as_ref(), task, ctx.agent_id, &files, &tap).await;
         let run = AgentRun {
             llm: self.llm.as_ref(),
             sandbox,
-            events: self.events.as_ref(),
+            events: &tap,
             gates: vec![&budget],
             policy: ToolPolicy::for_mode(task.def.mode),
             mailboxes: Some(&self.mailboxes),
@@ -244,7 +258,7 @@ impl AgentExecutor {
             labels: task_labels(task),
             agent_id: ctx.agent_id,
             system: prompt::system(task.def.mode),
-            prompt: prompt::task(task, synthesis.as_ref()),
+            prompt: prompt::task(task, synthesis.as_ref()) + &memory_context,
             finish_output: None,
             finish_check: None,
             command_timeout: self.config.command_timeout,
@@ -313,7 +327,14 @@ impl AgentExecutor {
         if let Some(s) = synthesis.filter(|s| !s.conflicts.is_empty()) {
             result.synthesis_conflicts = json!(s.conflicts);
         }
-        let result = result.to_value();
+        let mut result = result.to_value();
+        // Memory: what this task taught, written back.
+        if self.memory.is_some() {
+            let metadata = crate::memory::task_metadata(task);
+            result["memories"] =
+                memory_hooks::learn_from(self.memory.as_ref(), &task.def, metadata, &finish.summary, &tap, &files)
+                    .await;
+        }
         Ok(TaskOutput { result, usage })
     }
 }

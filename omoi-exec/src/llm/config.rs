@@ -190,12 +190,6 @@ macro_rules! common_setters {
                 self
             }
 
-            /// The prices used for `Usage::cost_usd` (default [`PriceTable::default`](crate::llm::PriceTable::default)).
-            pub fn prices(mut self, prices: $crate::llm::PriceTable) -> Self {
-                self.opts.prices = prices;
-                self
-            }
-
             /// The clock retry waits sleep on (default [`SystemClock`](omoi_core::SystemClock)).
             pub fn clock(mut self, clock: ::std::sync::Arc<dyn omoi_core::Clock>) -> Self {
                 self.opts.clock = clock;
@@ -205,6 +199,20 @@ macro_rules! common_setters {
     };
 }
 pub(crate) use common_setters;
+
+/// The price-table setter of the chat adapters' builders; `$builder` has an `opts: Options` field.
+macro_rules! price_setter {
+    ($builder:ident) => {
+        impl $builder {
+            /// The prices used for `Usage::cost_usd` (default [`PriceTable::default`](crate::llm::PriceTable::default)).
+            pub fn prices(mut self, prices: $crate::llm::PriceTable) -> Self {
+                self.opts.prices = prices;
+                self
+            }
+        }
+    };
+}
+pub(crate) use price_setter;
 
 #[cfg(test)]
 mod tests {

@@ -32,6 +32,6 @@ pub use anthropic::{AnthropicBuilder, AnthropicClient};
 pub use config::LlmConfigError;
 #[cfg(feature = "openai")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
-pub use openai::{MaxTokensParam, OpenAiBuilder, OpenAiClient};
+pub use openai::{MaxTokensParam, OpenAiBuilder, OpenAiClient, OpenAiEmbedder, OpenAiEmbedderBuilder};
 pub use price::{ModelPrice, PriceTable};
 pub use secret::ApiKey;

@@ -28,6 +28,19 @@ pub(crate) enum Auth {
     Bearer(Option<ApiKey>),
 }
 
+/// A parsed 2xx answer, which records its token counts on the `llm_request` span.
+pub(crate) trait Answer {
+    /// Records `input_tokens` (and `output_tokens` where there are any) on `span`.
+    fn record(&self, span: &tracing::Span);
+}
+
+impl Answer for CompletionResponse {
+    fn record(&self, span: &tracing::Span) {
+        span.record("input_tokens", self.usage.input_tokens);
+        span.record("output_tokens", self.usage.output_tokens);
+    }
+}
+
 /// A failed attempt and the wait the server asked for.
 struct Failure {
     error: LlmError,
@@ -152,12 +165,12 @@ impl Transport {
         .await
     }
 
-    pub(crate) async fn send(
+    pub(crate) async fn send<T: Answer>(
         &self,
         model: &str,
         body: &impl serde::Serialize,
-        parse: impl Fn(&[u8]) -> Result<CompletionResponse, LlmError>,
-    ) -> Result<CompletionResponse, LlmError> {
+        parse: impl Fn(&[u8]) -> Result<T, LlmError>,
+    ) -> Result<T, LlmError> {
         let body = serde_json::to_vec(body).map_err(|e| LlmError::InvalidRequest {
             status: 400,
             message: format!("the request cannot be serialized: {e}"),
@@ -197,11 +210,11 @@ impl Transport {
         }
     }
 
-    async fn attempt(
+    async fn attempt<T: Answer>(
         &self,
         body: &[u8],
-        parse: &impl Fn(&[u8]) -> Result<CompletionResponse, LlmError>,
-    ) -> Result<CompletionResponse, Failure> {
+        parse: &impl Fn(&[u8]) -> Result<T, LlmError>,
+    ) -> Result<T, Failure> {
         let response = self
             .http
             .post(&self.url)
@@ -219,9 +232,7 @@ impl Transport {
             return Err(Failure { error: status_error(status, &bytes, retry_after), retry_after });
         }
         let parsed = parse(&bytes)?;
-        let span = tracing::Span::current();
-        span.record("input_tokens", parsed.usage.input_tokens);
-        span.record("output_tokens", parsed.usage.output_tokens);
+        parsed.record(&tracing::Span::current());
         tracing::debug!("llm request succeeded");
         Ok(parsed)
     }

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use omoi_core::memory::{cosine, fuse_candidates, terms};
+use omoi_core::memory::{Citation, cosine, fuse_candidates, merge_citations, terms};
 use omoi_core::{Event, Memory, MemoryHit, MemoryId, MemoryQuery, MemoryStore, NewMemory, SearchMode, StoreError};
 
 use super::InMemoryStore;
@@ -95,7 +95,12 @@ impl MemoryStore for InMemoryStore {
                 text: new.text,
                 embedding: new.embedding,
                 metadata: new.metadata,
+                citations: new.citations,
+                reinforcements: 0,
+                uses: 0,
                 created_at: now,
+                refreshed_at: now,
+                last_used_at: None,
             };
             m.index.insert(memory.id, m.rows.len());
             m.terms.push(terms(&memory.text));
@@ -109,6 +114,38 @@ impl MemoryStore for InMemoryStore {
         self.read(|s, _| {
             let m = &s.memories;
             m.index.get(&id).map(|&i| m.rows[i].clone()).ok_or_else(|| StoreError::not_found("memory", id))
+        })
+    }
+
+    async fn memory_dimensions(&self) -> Result<Option<usize>, StoreError> {
+        self.read(|s, _| Ok(s.memories.dims))
+    }
+
+    async fn reinforce_memory(&self, id: MemoryId, citations: Vec<Citation>) -> Result<Memory, StoreError> {
+        self.write(|s, now| {
+            let m = &mut s.memories;
+            let i = *m.index.get(&id).ok_or_else(|| StoreError::not_found("memory", id))?;
+            let row = &mut m.rows[i];
+            row.reinforcements = row.reinforcements.saturating_add(1);
+            row.refreshed_at = now;
+            row.citations = merge_citations(&row.citations, &citations);
+            let memory = row.clone();
+            s.emit(now, Event::MemoryReinforced { memory_id: id, reinforcements: memory.reinforcements });
+            Ok(memory)
+        })
+    }
+
+    async fn record_memory_uses(&self, ids: &[MemoryId]) -> Result<(), StoreError> {
+        let ids: HashSet<MemoryId> = ids.iter().copied().collect();
+        self.write(|s, now| {
+            let m = &mut s.memories;
+            for id in &ids {
+                if let Some(&i) = m.index.get(id) {
+                    m.rows[i].uses = m.rows[i].uses.saturating_add(1);
+                    m.rows[i].last_used_at = Some(now);
+                }
+            }
+            Ok(())
         })
     }
 

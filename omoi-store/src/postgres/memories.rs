@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use omoi_core::memory::{fuse_candidates, terms};
+use omoi_core::memory::{Citation, fuse_candidates, merge_citations, terms};
 use omoi_core::{Event, Memory, MemoryHit, MemoryId, MemoryQuery, MemoryStore, NewMemory, SearchMode, StoreError};
 use pgvector::Vector;
 use sqlx::postgres::PgRow;
@@ -145,14 +145,15 @@ impl MemoryStore for PostgresStore {
         let now = self.now();
         let mut tx = self.begin().await?;
         let row = sqlx::query(
-            "INSERT INTO memories (id, kind, text, embedding, metadata, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            "INSERT INTO memories (id, kind, text, embedding, metadata, citations, created_at, refreshed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING *",
         )
         .bind(new.id.as_uuid())
         .bind(new.kind.as_str())
         .bind(&new.text)
         .bind(Vector::from(new.embedding.clone()))
         .bind(&new.metadata)
+        .bind(sqlx::types::Json(&new.citations))
         .bind(now)
         .fetch_one(&mut *tx)
         .await
@@ -180,6 +181,56 @@ impl MemoryStore for PostgresStore {
         rows::memory(&row)
     }
 
+    async fn memory_dimensions(&self) -> Result<Option<usize>, StoreError> {
+        match self.inner.dims.load(Ordering::Relaxed) {
+            0 => self.load_dimensions().await,
+            d => Ok(Some(d)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(memory = %id))]
+    async fn reinforce_memory(&self, id: MemoryId, citations: Vec<Citation>) -> Result<Memory, StoreError> {
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT * FROM memories WHERE id = $1 FOR UPDATE")
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| StoreError::not_found("memory", id))?;
+        let old = rows::memory(&row)?;
+        let merged = merge_citations(&old.citations, &citations);
+        let row = sqlx::query(
+            "UPDATE memories SET reinforcements = reinforcements + 1, refreshed_at = $2, citations = $3 \
+             WHERE id = $1 RETURNING *",
+        )
+        .bind(id.as_uuid())
+        .bind(now)
+        .bind(sqlx::types::Json(&merged))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let memory = rows::memory(&row)?;
+        emit(&mut tx, now, &[Event::MemoryReinforced { memory_id: id, reinforcements: memory.reinforcements }]).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(memory)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(count = ids.len()))]
+    async fn record_memory_uses(&self, ids: &[MemoryId]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        sqlx::query("UPDATE memories SET uses = uses + 1, last_used_at = $2 WHERE id = ANY($1)")
+            .bind(uuids)
+            .bind(self.now())
+            .execute(self.pool())
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     #[instrument(level = "debug", skip_all, fields(mode = ?q.mode, limit = q.limit))]
     async fn search_memories(&self, q: &MemoryQuery) -> Result<Vec<MemoryHit>, StoreError> {
         let embedding = match (q.mode, &q.embedding) {
@@ -195,12 +246,15 @@ impl MemoryStore for PostgresStore {
             Ok(MemoryHit { memory: rows::memory(row)?, score, vector_rank: vr, keyword_rank: kr })
         };
         // An empty store has no fixed dimension yet: nothing to find.
-        let vector = match embedding {
-            Some(e) if self.inner.dims.load(Ordering::Relaxed) != 0 => self.vector_hits(q, e, n).await?,
-            _ => Vec::new(),
+        let vector_hits = async {
+            match embedding {
+                Some(e) if self.inner.dims.load(Ordering::Relaxed) != 0 => self.vector_hits(q, e, n).await,
+                _ => Ok(Vec::new()),
+            }
         };
         match q.mode {
             SearchMode::Vector => {
+                let vector = vector_hits.await?;
                 vector.iter().enumerate().map(|(r, (row, s))| hit(row, *s, Some(r + 1), None)).collect()
             }
             SearchMode::Keyword => {
@@ -208,7 +262,8 @@ impl MemoryStore for PostgresStore {
                 keyword.iter().enumerate().map(|(r, (row, s))| hit(row, *s, None, Some(r + 1))).collect()
             }
             SearchMode::Hybrid => {
-                let keyword = self.keyword_hits(q, n).await?;
+                // The two lists on two connections at once.
+                let (vector, keyword) = futures::try_join!(vector_hits, self.keyword_hits(q, n))?;
                 let mut found: std::collections::HashMap<Uuid, &PgRow> = std::collections::HashMap::new();
                 let ids = |v: &[(PgRow, f64)]| -> Result<Vec<MemoryId>, StoreError> {
                     v.iter()

@@ -129,8 +129,18 @@ pub(crate) fn memory(row: &PgRow) -> Result<Memory, StoreError> {
         text: get(row, "text")?,
         embedding: embedding.to_vec(),
         metadata: get(row, "metadata")?,
+        citations: get::<Json<Vec<omoi_core::memory::Citation>>>(row, "citations")?.0,
+        reinforcements: count32("reinforcements", get(row, "reinforcements")?)?,
+        uses: count32("uses", get(row, "uses")?)?,
         created_at: get(row, "created_at")?,
+        refreshed_at: get(row, "refreshed_at")?,
+        last_used_at: get(row, "last_used_at")?,
     })
+}
+
+/// A non-negative `integer` column as a count.
+fn count32(col: &str, v: i32) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(col, format!("negative count {v}")))
 }
 
 /// An event row.

@@ -10,20 +10,22 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use omoi_core::memory::{cosine, fuse_candidates, terms};
+use omoi_core::memory::{Citation, cosine, fuse_candidates, merge_citations, terms};
 use omoi_core::{Event, Memory, MemoryHit, MemoryId, MemoryQuery, MemoryStore, NewMemory, SearchMode, StoreError};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqliteConnection};
 
 use super::SqliteStore;
-use super::codec::{embedding, embedding_blob, get, get_json, get_parsed, get_time, json, parse, text_array, us};
+use super::codec::{
+    embedding, embedding_blob, get, get_json, get_parsed, get_time, json, parse, text_array, time, u32_of, us,
+};
 use super::error::{corrupt, db, insert};
 
 const DIMS_KEY: &str = "memory_dims";
 
 macro_rules! memory_cols {
     () => {
-        "id, kind, text, embedding, metadata, created_at"
+        "id, kind, text, embedding, metadata, citations, reinforcements, uses, created_at, refreshed_at, last_used_at"
     };
 }
 
@@ -34,7 +36,12 @@ fn decode(r: &SqliteRow) -> Result<Memory, StoreError> {
         text: get(r, "text")?,
         embedding: embedding(&get::<Vec<u8>>(r, "embedding")?)?,
         metadata: get_json(r, "metadata")?,
+        citations: get_json(r, "citations")?,
+        reinforcements: u32_of("reinforcements", get(r, "reinforcements")?)?,
+        uses: u32_of("uses", get(r, "uses")?)?,
         created_at: get_time(r, "created_at")?,
+        refreshed_at: get_time(r, "refreshed_at")?,
+        last_used_at: get::<Option<i64>>(r, "last_used_at")?.map(time).transpose()?,
     })
 }
 
@@ -189,17 +196,23 @@ impl MemoryStore for SqliteStore {
             text: new.text,
             embedding: new.embedding,
             metadata: new.metadata,
+            citations: new.citations,
+            reinforcements: 0,
+            uses: 0,
             created_at: w.now,
+            refreshed_at: w.now,
+            last_used_at: None,
         };
         let pos: i64 = sqlx::query_scalar(
-            "INSERT INTO memories (id, kind, text, embedding, metadata, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING pos",
+            "INSERT INTO memories (id, kind, text, embedding, metadata, citations, created_at, refreshed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING pos",
         )
         .bind(memory.id.to_string())
         .bind(memory.kind.as_str())
         .bind(&memory.text)
         .bind(embedding_blob(&memory.embedding))
         .bind(json(&memory.metadata)?)
+        .bind(json(&memory.citations)?)
         .bind(us(memory.created_at))
         .fetch_one(w.conn())
         .await
@@ -228,6 +241,55 @@ impl MemoryStore for SqliteStore {
             .map_err(db)?
             .ok_or_else(|| StoreError::not_found("memory", id))?;
         decode(&row)
+    }
+
+    async fn memory_dimensions(&self) -> Result<Option<usize>, StoreError> {
+        self.dims().await
+    }
+
+    #[tracing::instrument(level = "debug", name = "sqlite.reinforce_memory", skip(self, citations))]
+    async fn reinforce_memory(&self, id: MemoryId, citations: Vec<Citation>) -> Result<Memory, StoreError> {
+        let mut w = self.begin().await?;
+        let row = sqlx::query(concat!("SELECT ", memory_cols!(), " FROM memories WHERE id = ?1"))
+            .bind(id.to_string())
+            .fetch_optional(w.conn())
+            .await
+            .map_err(db)?
+            .ok_or_else(|| StoreError::not_found("memory", id))?;
+        let mut memory = decode(&row)?;
+        memory.reinforcements = memory.reinforcements.saturating_add(1);
+        memory.refreshed_at = w.now;
+        memory.citations = merge_citations(&memory.citations, &citations);
+        sqlx::query("UPDATE memories SET reinforcements = ?2, refreshed_at = ?3, citations = ?4 WHERE id = ?1")
+            .bind(id.to_string())
+            .bind(i64::from(memory.reinforcements))
+            .bind(us(memory.refreshed_at))
+            .bind(json(&memory.citations)?)
+            .execute(w.conn())
+            .await
+            .map_err(db)?;
+        w.emit(Event::MemoryReinforced { memory_id: id, reinforcements: memory.reinforcements });
+        self.commit(w).await?;
+        Ok(memory)
+    }
+
+    #[tracing::instrument(level = "debug", name = "sqlite.record_memory_uses", skip_all, fields(count = ids.len()))]
+    async fn record_memory_uses(&self, ids: &[MemoryId]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.begin().await?;
+        sqlx::query(
+            "UPDATE memories SET uses = uses + 1, last_used_at = ?2 \
+             WHERE id IN (SELECT DISTINCT value FROM json_each(?1))",
+        )
+        .bind(text_array(ids.iter()))
+        .bind(us(w.now))
+        .execute(w.conn())
+        .await
+        .map_err(db)?;
+        self.commit(w).await?;
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", name = "sqlite.search_memories", skip_all, fields(mode = ?q.mode, limit = q.limit))]

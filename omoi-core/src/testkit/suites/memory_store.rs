@@ -6,9 +6,10 @@ use serde_json::json;
 
 use crate::error::StoreError;
 use crate::ids::MemoryId;
-use crate::memory::{MemoryHit, MemoryKind, MemoryQuery, NewMemory, SearchMode};
+use crate::memory::{Citation, MemoryHit, MemoryKind, MemoryQuery, NewMemory, SearchMode};
 use crate::ports::clock::Clock;
-use crate::ports::memory_store::MemoryStore;
+use crate::ports::embedder::HashingEmbedder;
+use crate::ports::memory_store::{MemoryStore, check_dimensions};
 use crate::testkit::ManualClock;
 use crate::testkit::fixtures::memory_fixture;
 
@@ -52,7 +53,8 @@ fn descending(hits: &[MemoryHit]) -> bool {
 
 /// A stored memory comes back whole.
 pub async fn put_and_get_round_trip(h: Harness) {
-    let mut m = NewMemory::new(MemoryKind::ErrorFix, "set PGOPTIONS to fix the timeout", vec![0.25, -0.5, 1.0]);
+    let mut m = NewMemory::new(MemoryKind::ErrorFix, "set PGOPTIONS to fix the timeout", vec![0.25, -0.5, 1.0])
+        .with_citations(vec![citation("src/db.rs", 3, 9, "abc")]);
     m.metadata = json!({"task": "TSK-001", "tags": ["pg"]});
     let stored = h.memory.put_memory(m.clone()).await.unwrap();
     let got = h.memory.get_memory(m.id).await.unwrap();
@@ -61,8 +63,68 @@ pub async fn put_and_get_round_trip(h: Harness) {
         (got.id, got.kind, got.text.as_str(), got.embedding.clone(), got.metadata.clone()),
         (m.id, m.kind, m.text.as_str(), m.embedding.clone(), m.metadata.clone())
     );
+    assert_eq!(got.citations, m.citations);
+    assert_eq!((got.reinforcements, got.uses, got.last_used_at), (0, 0, None));
     assert_eq!(got.created_at, h.clock.now());
+    assert_eq!(got.refreshed_at, got.created_at);
     assert!(matches!(h.memory.get_memory(MemoryId::new()).await, Err(StoreError::NotFound { kind: "memory", .. })));
+}
+
+fn citation(path: &str, start_line: u32, end_line: u32, hash: &str) -> Citation {
+    Citation { path: path.into(), start_line, end_line, content_hash: hash.into() }
+}
+
+/// Reinforcing a memory counts it, refreshes its age (not its creation time), and merges the
+/// fresh citations in: an overlapping citation of the same file is replaced, others are kept.
+pub async fn reinforcement_counts_refreshes_and_merges_citations(h: Harness) {
+    let m = NewMemory::new(MemoryKind::ErrorFix, "pin the lockfile", vec![1.0, 0.0, 0.0])
+        .with_citations(vec![citation("Cargo.toml", 1, 4, "old"), citation("src/a.rs", 10, 12, "a")]);
+    let stored = h.memory.put_memory(m.clone()).await.unwrap();
+    h.clock.advance(std::time::Duration::from_secs(3600));
+    let fresh = vec![citation("Cargo.toml", 3, 6, "new")];
+    let r = h.memory.reinforce_memory(m.id, fresh).await.unwrap();
+    assert_eq!(r.reinforcements, 1);
+    assert_eq!(r.created_at, stored.created_at);
+    assert_eq!(r.refreshed_at, h.clock.now());
+    assert_eq!(r.citations, vec![citation("src/a.rs", 10, 12, "a"), citation("Cargo.toml", 3, 6, "new")]);
+    assert_eq!(h.memory.get_memory(m.id).await.unwrap(), r);
+    let again = h.memory.reinforce_memory(m.id, Vec::new()).await.unwrap();
+    assert_eq!((again.reinforcements, again.citations.len()), (2, 2));
+    assert!(matches!(
+        h.memory.reinforce_memory(MemoryId::new(), Vec::new()).await,
+        Err(StoreError::NotFound { kind: "memory", .. })
+    ));
+}
+
+/// Each call counts one use of each memory named (repeats and unknown ids aside) and stamps it.
+pub async fn uses_are_counted_once_per_call(h: Harness) {
+    let ([pool, network, conn, _noise], _) = h.load().await;
+    h.clock.advance(std::time::Duration::from_secs(60));
+    h.memory.record_memory_uses(&[pool, pool, network, MemoryId::new()]).await.unwrap();
+    h.clock.advance(std::time::Duration::from_secs(60));
+    h.memory.record_memory_uses(&[pool]).await.unwrap();
+    h.memory.record_memory_uses(&[]).await.unwrap();
+    let (p, n, c) = (
+        h.memory.get_memory(pool).await.unwrap(),
+        h.memory.get_memory(network).await.unwrap(),
+        h.memory.get_memory(conn).await.unwrap(),
+    );
+    assert_eq!((p.uses, n.uses, c.uses), (2, 1, 0));
+    assert_eq!(p.last_used_at, Some(h.clock.now()));
+    assert_eq!(n.last_used_at, Some(h.clock.now() - chrono::TimeDelta::seconds(60)));
+    assert_eq!(c.last_used_at, None);
+}
+
+/// The store reports its dimension once fixed, and an embedder of another dimension is a typed
+/// error before anything is written.
+pub async fn embedder_dimensions_are_checked_against_the_store(h: Harness) {
+    h.load().await;
+    assert_eq!(h.memory.memory_dimensions().await.unwrap(), Some(3));
+    check_dimensions(h.memory.as_ref(), &HashingEmbedder::new(3)).await.unwrap();
+    assert!(matches!(
+        check_dimensions(h.memory.as_ref(), &HashingEmbedder::new(384)).await,
+        Err(StoreError::DimensionMismatch { expected: 3, got: 384 })
+    ));
 }
 
 /// Where the vector list and the keyword list disagree, hybrid search puts first the memory

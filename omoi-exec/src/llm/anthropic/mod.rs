@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use omoi_core::{CompletionRequest, CompletionResponse, LlmClient, LlmError};
 
-use super::config::{LlmConfigError, Options, common_setters};
+use super::config::{LlmConfigError, Options, common_setters, price_setter};
 use super::price::CostMeter;
 use super::schema::{PreparedSchema, api_name};
 use super::transport::{Auth, Transport};
@@ -100,6 +100,7 @@ pub struct AnthropicBuilder {
 }
 
 common_setters!(AnthropicBuilder);
+price_setter!(AnthropicBuilder);
 
 impl AnthropicBuilder {
     /// The client, or what is missing or wrong.

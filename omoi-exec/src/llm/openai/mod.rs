@@ -1,5 +1,6 @@
 //! `OpenAiClient`: OpenAI-compatible chat completions.
 
+mod embeddings;
 mod wire;
 
 use std::sync::Arc;
@@ -7,10 +8,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use omoi_core::{CompletionRequest, CompletionResponse, LlmClient, LlmError};
 
-use super::config::{LlmConfigError, Options, common_setters};
+use super::config::{LlmConfigError, Options, common_setters, price_setter};
 use super::price::CostMeter;
 use super::schema::PreparedSchema;
 use super::transport::{Auth, Transport};
+
+pub use embeddings::{OpenAiEmbedder, OpenAiEmbedderBuilder};
 
 /// Which body field carries the completion token limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +120,7 @@ pub struct OpenAiBuilder {
 }
 
 common_setters!(OpenAiBuilder);
+price_setter!(OpenAiBuilder);
 
 impl OpenAiBuilder {
     /// The field carrying the token limit. By default `max_completion_tokens` for
