@@ -8,7 +8,7 @@
 //!   some adapters only;
 //! - JSON nested deeper than [`MAX_JSON_DEPTH`]: decoders (`serde_json`'s recursion limit is
 //!   128) could never read such a value back, so the row would be stuck;
-//! - payloads over [`MAX_TASK_PAYLOAD_BYTES`](crate::task::MAX_TASK_PAYLOAD_BYTES), titles over
+//! - payloads over [`MAX_TASK_PAYLOAD_BYTES`], titles over
 //!   [`MAX_TITLE_BYTES`], descriptions over [`MAX_DESCRIPTION_BYTES`], and short labels
 //!   (capabilities, keys, file globs, criteria) over [`MAX_LABEL_BYTES`] or more than
 //!   [`MAX_LIST_ITEMS`] of them.
