@@ -42,7 +42,6 @@ pub struct OrchestratorBuilder {
     concurrency: usize,
     capabilities: Vec<String>,
     settle_timeout: Option<Duration>,
-    grace_period: Duration,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -79,7 +78,6 @@ impl OrchestratorBuilder {
             concurrency: 1,
             capabilities: Vec::new(),
             settle_timeout: None,
-            grace_period: Duration::from_secs(10),
         }
     }
 
@@ -160,9 +158,11 @@ impl OrchestratorBuilder {
         self
     }
 
-    /// How long running tasks may finish after shutdown is requested.
+    /// How long running tasks may finish after shutdown is requested: `heartbeat.graceful_stop`
+    /// of the configuration (call it after [`config`](Self::config), which replaces the whole
+    /// configuration).
     pub fn grace_period(mut self, grace: Duration) -> Self {
-        self.grace_period = grace;
+        self.config.heartbeat.graceful_stop = grace;
         self
     }
 
@@ -230,7 +230,7 @@ impl OrchestratorBuilder {
                 .capabilities(self.capabilities.clone())
                 .queue_config(self.config.queue.clone())
                 .clock(self.clock.clone())
-                .grace_period(self.grace_period)
+                .grace_period(self.config.heartbeat.graceful_stop)
                 .agent_store(self.agents_store.clone(), self.config.heartbeat.ttl_running / 3)
                 .executor_arc(executor.clone().expect("filtered above"))
                 .build()?;
