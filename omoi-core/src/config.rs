@@ -373,7 +373,7 @@ impl Default for ExecConfig {
     }
 }
 
-/// Discovery branching limits. OmoiOS's DiscoveryService had none ("runaway loop"); ours bound it.
+/// Discovery branching limits: every way a discovery can spawn work is bounded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscoveryConfig {
