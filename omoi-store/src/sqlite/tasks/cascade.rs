@@ -1,13 +1,10 @@
 //! What spreads from one task to its dependents (blocking, unblocking) and what a lost attempt
 //! or an unreadable row does to the task itself.
 
-use std::collections::VecDeque;
-
 use omoi_core::queue::{self, AttemptLoss, LossOutcome};
-use omoi_core::{Event, FailOutcome, StoreError, TaskEvent, TaskId, TaskState};
+use omoi_core::{Event, FailOutcome, StoreError, TaskId, TaskState};
 
 use super::rows::{Row, dependents_of, load, load_opt, save, states_of};
-use super::step;
 use crate::sqlite::codec::{self, us};
 use crate::sqlite::error::db;
 use crate::sqlite::write::Write;
@@ -24,53 +21,46 @@ pub(super) async fn lose_attempt(w: &mut Write, mut row: Row, loss: AttemptLoss)
     })
 }
 
-/// Blocks every transitive dependent still waiting on `root`.
+/// Blocks every transitive dependent still waiting on `root` ([`queue::block_dependent`]).
 pub(super) async fn block_dependents(w: &mut Write, root: TaskId) -> Result<Vec<TaskId>, StoreError> {
     let now = w.now;
-    let mut blocked = Vec::new();
-    let mut queue = VecDeque::from([root]);
-    while let Some(cause) = queue.pop_front() {
+    let mut walk = queue::Cascade::from(root);
+    while let Some(cause) = walk.next_cause() {
         for d in dependents_of(&mut *w.conn(), cause).await? {
             let mut row = load(w.conn(), d).await?;
-            if row.task.state == TaskState::Waiting {
-                step(&mut row, TaskEvent::DependencyFailed, now)?;
+            if let Some(event) = queue::block_dependent(&mut row.task, cause, now)? {
                 save(w.conn(), &row).await?;
-                w.emit(Event::TaskBlocked { task_id: d, blocked_by: cause });
-                blocked.push(d);
-                queue.push_back(d);
+                w.emit(event);
+                walk.reached(d);
             }
         }
     }
-    Ok(blocked)
+    Ok(walk.finish())
 }
 
-/// Lets blocked dependents of `root` wait again where no dependency still blocks them.
+/// Lets blocked dependents of `root` wait again where no dependency still blocks them
+/// ([`queue::unblock_dependent`]).
 pub(super) async fn unblock_dependents(w: &mut Write, root: TaskId) -> Result<Vec<TaskId>, StoreError> {
     let now = w.now;
-    let mut unblocked = Vec::new();
-    let mut queue = VecDeque::from([root]);
-    while let Some(cause) = queue.pop_front() {
+    let mut walk = queue::Cascade::from(root);
+    while let Some(cause) = walk.next_cause() {
         for d in dependents_of(&mut *w.conn(), cause).await? {
             let Some(mut row) = load_opt(w.conn(), d).await? else { continue };
             if row.task.state != TaskState::Blocked {
                 continue;
             }
             let deps = states_of(w.conn(), row.task.dependencies.iter().copied()).await?;
-            let still_blocked =
-                deps.values().any(|s| matches!(s, TaskState::Failed | TaskState::Cancelled | TaskState::Blocked));
-            if still_blocked {
+            let Some(event) = queue::unblock_dependent(&mut row.task, |x| deps.get(x).copied(), now)? else {
                 continue;
-            }
+            };
             row.unmet =
                 row.task.dependencies.iter().filter(|x| deps.get(x) != Some(&TaskState::Completed)).count() as i64;
-            step(&mut row, TaskEvent::DependencyRestored, now)?;
             save(w.conn(), &row).await?;
-            w.emit(Event::TaskUnblocked { task_id: d });
-            unblocked.push(d);
-            queue.push_back(d);
+            w.emit(event);
+            walk.reached(d);
         }
     }
-    Ok(unblocked)
+    Ok(walk.finish())
 }
 
 /// Dead-letters a row that cannot be decoded (written by something other than this adapter),

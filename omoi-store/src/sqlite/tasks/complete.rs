@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use omoi_core::queue;
 use omoi_core::task::check_payload;
 use omoi_core::{AgentId, Completion, Event, FencingToken, Lease, StoreError, TaskEvent, TaskId, TaskState};
 
@@ -47,10 +48,7 @@ pub(super) async fn complete_many(
     for (i, (id, token, completion)) in items.into_iter().enumerate() {
         let check = (|| {
             let t = known.get_mut(&id).ok_or_else(|| StoreError::not_found("task", id))?;
-            let lease = match t.lease {
-                Some(l) if l.token == token && t.state.is_leased() => l,
-                _ => return Err(StoreError::StaleLease { task: id, presented: token }),
-            };
+            let lease = queue::fence(id, t.state, t.lease, token)?;
             check_payload("result", &completion.result).map_err(StoreError::InvalidInput)?;
             let next = t.state.apply(TaskEvent::Complete).map_err(|e| StoreError::transition("task", id, e))?;
             t.state = next;

@@ -2,18 +2,13 @@
 
 use std::collections::HashMap;
 
-use omoi_core::queue::plan_batch;
+use omoi_core::queue::{self, plan_batch};
 use omoi_core::{Event, NewTask, StoreError, TaskId, TaskState};
 
 use super::rows::states_of;
 use crate::sqlite::codec::{self, get, json, text_array, us};
 use crate::sqlite::error::{db, insert};
 use crate::sqlite::write::Write;
-
-/// Queue band: 0 = critical … 3 = low.
-fn band(task: &NewTask) -> i64 {
-    i64::from(3 - task.def.priority.rank())
-}
 
 /// Validates and inserts a batch (see [`TaskStore::insert_tasks`](omoi_core::TaskStore::insert_tasks)); used by sync too.
 pub(crate) async fn insert_batch(w: &mut Write, batch: Vec<NewTask>) -> Result<Vec<TaskId>, StoreError> {
@@ -53,7 +48,7 @@ pub(crate) async fn insert_batch(w: &mut Write, batch: Vec<NewTask>) -> Result<V
         )
         .bind(new.id.to_string())
         .bind(state.as_str())
-        .bind(band(&new))
+        .bind(i64::from(queue::band(new.def.priority)))
         .bind(run_at)
         .bind(json(&new.def)?)
         .bind(caps)

@@ -4,8 +4,9 @@
 //! The hot path (claim, complete) uses set-based statements: a claim is one candidate query in
 //! queue order, one `UPDATE … RETURNING` and one event insert; `complete_many` reads the batch's
 //! leases in one query and writes each completion, releasing dependents in the same transaction.
-//! The rarer paths (fail, release, cancel, redrive, reclaim) load a row, change it through
-//! [`TaskState::apply`] like the in-memory adapter does, and write it back.
+//! The rarer paths (fail, release, cancel, redrive, reclaim) load a row, change it through the
+//! shared rules of [`omoi_core::queue`] (`step`, `fenced`, `lose_attempt`, the dependents'
+//! cascade) like every adapter does, and write it back.
 
 /// The columns a [`Row`] is decoded from.
 macro_rules! task_cols {
@@ -29,32 +30,16 @@ use omoi_core::ports::clock::add_duration;
 use omoi_core::queue::{self, AttemptLoss};
 use omoi_core::{
     AgentId, ClaimRequest, ClaimedTask, Completion, Event, FailOutcome, Failure, FencingToken, Lease, NewTask, SpecId,
-    StoreError, Task, TaskCounts, TaskEvent, TaskFilter, TaskId, TaskState, TaskStore,
+    StoreError, Task, TaskCounts, TaskEvent, TaskFilter, TaskId, TaskStore,
 };
 
 use self::cascade::{block_dependents, lose_attempt, unblock_dependents};
 pub(super) use self::insert::insert_batch;
-use self::rows::{Row, decode, load, parse_ids, save};
+use self::rows::{decode, load, parse_ids, save};
 pub(super) use self::rows::{dependents_of, get_in};
 use super::SqliteStore;
 use super::codec::{self, get, get_parsed, text_array, uint, us};
 use super::error::db;
-
-/// Moves `row` through `event` at `now`.
-fn step(row: &mut Row, event: TaskEvent, now: chrono::DateTime<chrono::Utc>) -> Result<TaskState, StoreError> {
-    let next = row.task.state.apply(event).map_err(|e| StoreError::transition("task", row.task.id, e))?;
-    row.task.state = next;
-    row.task.updated_at = now;
-    Ok(next)
-}
-
-/// The row if `token` is its current lease, else `StaleLease`.
-fn fenced(row: &Row, token: FencingToken) -> Result<Lease, StoreError> {
-    match row.task.lease {
-        Some(l) if l.token == token && row.task.state.is_leased() => Ok(l),
-        _ => Err(StoreError::StaleLease { task: row.task.id, presented: token }),
-    }
-}
 
 #[async_trait]
 impl TaskStore for SqliteStore {
@@ -81,7 +66,7 @@ impl TaskStore for SqliteStore {
     async fn renew_lease(&self, id: TaskId, token: FencingToken, ttl: Duration) -> Result<Lease, StoreError> {
         let mut w = self.begin().await?;
         let row = load(w.conn(), id).await?;
-        let old = fenced(&row, token)?;
+        let old = queue::fenced(&row.task, token)?;
         let lease = Lease { expires_at: add_duration(w.now, ttl), ..old };
         sqlx::query("UPDATE tasks SET lease_expires = ?2 WHERE id = ?1")
             .bind(id.to_string())
@@ -97,8 +82,8 @@ impl TaskStore for SqliteStore {
     async fn start(&self, id: TaskId, token: FencingToken) -> Result<(), StoreError> {
         let mut w = self.begin().await?;
         let mut row = load(w.conn(), id).await?;
-        let lease = fenced(&row, token)?;
-        step(&mut row, TaskEvent::Start, w.now)?;
+        let lease = queue::fenced(&row.task, token)?;
+        queue::step(&mut row.task, TaskEvent::Start, w.now)?;
         save(w.conn(), &row).await?;
         w.emit(Event::TaskStarted { task_id: id, holder: lease.holder });
         self.commit(w).await?;
@@ -143,7 +128,7 @@ impl TaskStore for SqliteStore {
         queue::check_failure(&failure)?;
         let mut w = self.begin().await?;
         let row = load(w.conn(), id).await?;
-        fenced(&row, token)?;
+        queue::fenced(&row.task, token)?;
         let out = lose_attempt(&mut w, row, AttemptLoss::Failed(failure)).await?;
         self.commit(w).await?;
         Ok(out)
@@ -153,8 +138,8 @@ impl TaskStore for SqliteStore {
     async fn release(&self, id: TaskId, token: FencingToken) -> Result<(), StoreError> {
         let mut w = self.begin().await?;
         let mut row = load(w.conn(), id).await?;
-        let lease = fenced(&row, token)?;
-        step(&mut row, TaskEvent::Release, w.now)?;
+        let lease = queue::fenced(&row.task, token)?;
+        queue::step(&mut row.task, TaskEvent::Release, w.now)?;
         row.task.lease = None;
         row.task.attempts = row.task.attempts.saturating_sub(1);
         row.task.run_at = w.now;
@@ -168,7 +153,7 @@ impl TaskStore for SqliteStore {
     async fn cancel(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
         let mut w = self.begin().await?;
         let mut row = load(w.conn(), id).await?;
-        step(&mut row, TaskEvent::Cancel, w.now)?;
+        queue::step(&mut row.task, TaskEvent::Cancel, w.now)?;
         row.task.lease = None;
         save(w.conn(), &row).await?;
         w.emit(Event::TaskCancelled { task_id: id });
@@ -196,7 +181,7 @@ impl TaskStore for SqliteStore {
                 return Err(StoreError::DuplicateKey { key, existing: Some(codec::parse("task id", &h)?) });
             }
         }
-        step(&mut row, TaskEvent::Redrive, w.now)?;
+        queue::step(&mut row.task, TaskEvent::Redrive, w.now)?;
         row.task.attempts = 0;
         row.task.run_at = w.now;
         save(w.conn(), &row).await?;
