@@ -118,7 +118,7 @@ pub async fn read_only_commands_see_the_workspace_and_their_copy_is_removed(h: H
 }
 
 /// Runs the read-only execution suite ([`ExecRequest::read_only`](crate::ExecRequest)) against
-/// an adapter that supports it; same factory as [`sandbox_suite!`].
+/// an adapter that supports it; same factory as [`sandbox_suite!`](crate::sandbox_suite!).
 #[macro_export]
 macro_rules! sandbox_read_only_suite {
     ($factory:expr) => {
