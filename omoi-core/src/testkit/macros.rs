@@ -88,7 +88,9 @@ macro_rules! spec_store_suite {
                 sync_is_idempotent_same_ids_nothing_new,
                 sync_rejects_unknown_local_ids_and_cycles_creating_nothing,
                 sync_of_an_extended_plan_creates_only_the_new_tasks,
-                sync_of_a_changed_dependency_is_refused_naming_the_task,
+                sync_adds_a_dependency_to_a_waiting_task_which_then_waits_for_it,
+                sync_adds_a_dependency_to_a_ready_task_which_waits_again,
+                sync_of_a_dependency_added_to_a_running_or_completed_task_is_refused_naming_it,
                 ticket_status_is_derived_from_its_tasks,
             ]
         );
