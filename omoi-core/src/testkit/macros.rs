@@ -216,6 +216,7 @@ macro_rules! discovery_store_suite {
             [
                 branch_is_recorded_with_links_boosted_priority_and_events,
                 blocking_discovery_holds_the_sources_dependents_until_the_branch_completes,
+                blocking_discovery_requeues_its_source_behind_the_branch,
                 non_blocking_discovery_runs_beside_the_source,
                 discovery_is_resolved_when_its_last_branch_task_completes,
                 exact_duplicate_links_to_the_existing_branch_and_spawns_nothing,

@@ -409,6 +409,9 @@ impl Tasks {
             self.add_dependency(change.task, *on);
         }
         if let Some(row) = self.rows.get_mut(&change.task) {
+            if change.drops_lease() {
+                row.task.attempts = row.task.attempts.saturating_sub(1);
+            }
             row.task.state = change.to;
             row.task.updated_at = now;
         }

@@ -170,6 +170,56 @@ pub async fn blocking_discovery_holds_the_sources_dependents_until_the_branch_co
     assert_eq!(h.state(dependent).await, TaskState::Ready);
 }
 
+/// A blocking discovery that re-queues its source makes the source itself wait for the branch:
+/// in the same transaction its lease ends (the old token is fenced) without using an attempt,
+/// it waits for the branch, runs again once the branch completes, and its dependents wait for
+/// it as before. A source that holds no lease cannot be re-queued: refused, nothing recorded.
+pub async fn blocking_discovery_requeues_its_source_behind_the_branch(h: Harness) {
+    let (src, dependent) = h.running_source(SpecId::new(), "TSK-001").await;
+    let attempts = h.tasks.get_task(src.task.id).await.unwrap().attempts;
+    let before = h.events.last_cursor().await.unwrap();
+    let d = bug(src.task.id, "missing requirement").requeue_source();
+    let out = h.report(d.clone(), BranchLimits::default()).await;
+    let RecordOutcome::Branched { tasks, held, requeued, .. } = out else { panic!("{out:?}") };
+    assert!(requeued && held.is_empty(), "the source waits, not its dependents: {held:?}");
+    assert!(h.discoveries.get_discovery(d.id).await.unwrap().requeue_source);
+    let source = h.tasks.get_task(src.task.id).await.unwrap();
+    assert_eq!(source.state, TaskState::Waiting);
+    assert!(source.lease.is_none());
+    assert_eq!(source.attempts, attempts - 1, "the interrupted attempt is given back");
+    assert!(source.dependencies.contains(&tasks[0]));
+    let names: Vec<&str> = h.events_after(before).await.iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["discovery.recorded", "task.created", "task.dependencies_added", "discovery.branch_created"]);
+    let stale = h.tasks.complete(src.task.id, src.lease.token, Completion::default()).await.unwrap_err();
+    assert!(matches!(stale, StoreError::StaleLease { .. }), "{stale:?}");
+    assert_eq!(h.tasks.get_task(dependent).await.unwrap().dependencies, [src.task.id]);
+    h.complete(tasks[0]).await;
+    assert_eq!(h.state(src.task.id).await, TaskState::Ready, "the source runs again after the branch");
+    h.complete(src.task.id).await;
+    assert_eq!(h.state(dependent).await, TaskState::Ready);
+    // Only a claimed or running source can be re-queued.
+    let (other, waiting) = h.running_source(SpecId::new(), "TSK-002").await;
+    let tasks_before = h.count_tasks().await;
+    let cursor = h.events.last_cursor().await.unwrap();
+    let bad = bug(waiting, "not running").requeue_source();
+    let source = h.tasks.get_task(waiting).await.unwrap();
+    let err = h
+        .discoveries
+        .record_discovery(DiscoveryReport {
+            discovery: bad.clone(),
+            branch: default_branch(&source, &bad),
+            limits: BranchLimits::default(),
+            duplicate_of: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidTransition { .. }), "{err:?}");
+    assert!(matches!(h.discoveries.get_discovery(bad.id).await, Err(StoreError::NotFound { .. })));
+    assert_eq!(h.count_tasks().await, tasks_before);
+    assert_eq!(h.events.last_cursor().await.unwrap(), cursor);
+    assert_eq!(h.state(other.task.id).await, TaskState::Running);
+}
+
 /// A non-blocking discovery runs beside the source: its dependents are released as before.
 pub async fn non_blocking_discovery_runs_beside_the_source(h: Harness) {
     let (src, dependent) = h.running_source(SpecId::new(), "TSK-001").await;
