@@ -24,7 +24,7 @@ use crate::state::{TaskEvent, TaskState};
 use crate::task::{NewTask, Task, TaskLinks};
 
 pub use self::cascade::{Cascade, block_dependent, blocks_dependents, unblock_dependent};
-pub use self::transition::{fence, fenced, step};
+pub use self::transition::{cancel, check_redrive, fence, fenced, redrive, release, step};
 
 /// Validates `batch` against the store (`existing` gives the state of a stored task) and
 /// returns each task's initial state, in batch order. Dedup keys are checked within the batch
