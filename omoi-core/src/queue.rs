@@ -23,7 +23,7 @@ use crate::spec::{PlannedTicket, SyncOutcome, SyncPlan};
 use crate::state::{TaskEvent, TaskState};
 use crate::task::{NewTask, Task, TaskLinks};
 
-pub use self::cascade::{Cascade, block_dependent, blocks_dependents, unblock_dependent};
+pub use self::cascade::{Cascade, block_dependent, blocks_dependents, quarantine_error, unblock_dependent};
 pub use self::transition::{cancel, check_redrive, fence, fenced, redrive, release, step};
 
 /// Validates `batch` against the store (`existing` gives the state of a stored task) and
