@@ -108,9 +108,6 @@ impl OmoiConfig {
         if self.memory.hybrid.rrf.k < 0.0 {
             return err("memory.hybrid.rrf.k", "must not be negative");
         }
-        if self.memory.embedding_dimensions == 0 {
-            return err("memory.embedding_dimensions", "must be at least 1");
-        }
         Ok(())
     }
 }
@@ -365,7 +362,7 @@ impl Default for ExecConfig {
     }
 }
 
-/// Discovery branching limits. OmoiOS's DiscoveryService had none ("runaway loop"); ours bound it.
+/// Discovery branching limits: every way a discovery can spawn work is bounded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscoveryConfig {
@@ -401,6 +398,12 @@ impl Default for DiscoveryConfig {
 }
 
 /// Memory search settings.
+///
+/// There is no embedding-dimension setting: the embedder declares its dimension, the memory
+/// store fixes its own (its builder's `dimensions`, else the first memory stored), and
+/// assembling a memory service over both (`omoi_exec::memory::MemoryService::new`) refuses a
+/// mismatch with [`StoreError::DimensionMismatch`](crate::StoreError::DimensionMismatch). A
+/// third copy of the number here could only disagree with them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
@@ -411,8 +414,6 @@ pub struct MemoryConfig {
     pub similarity_threshold: f64,
     /// Fusion: k = 60, weights 0.6/0.4, a missing item ranked at len + 10, 2·top_k candidates.
     pub hybrid: HybridParams,
-    /// Embedding dimension. OmoiOS: 1536.
-    pub embedding_dimensions: usize,
     /// How retrieved memories are re-ranked for a task's context.
     pub rerank: RerankWeights,
     /// Cosine similarity at which a new memory reinforces an existing one of the same kind
@@ -429,7 +430,6 @@ impl Default for MemoryConfig {
             top_k: 5,
             similarity_threshold: 0.7,
             hybrid: HybridParams::default(),
-            embedding_dimensions: 1536,
             rerank: RerankWeights::default(),
             dedup_similarity: 0.95,
             context_tokens: 1500,
@@ -683,6 +683,9 @@ mod tests {
     fn unknown_fields_and_bad_values_are_named() {
         let err = serde_json::from_str::<OmoiConfig>(r#"{"queue": {"max_atempts": 5}}"#).unwrap_err();
         assert!(err.to_string().contains("max_atempts"), "{err}");
+        // Removed: the embedder and the store own the dimension (checked when assembled).
+        let err = serde_json::from_str::<OmoiConfig>(r#"{"memory": {"embedding_dimensions": 384}}"#).unwrap_err();
+        assert!(err.to_string().contains("embedding_dimensions"), "{err}");
         let mut c = OmoiConfig::default();
         c.heartbeat.missed_failed = 2;
         assert_eq!(c.validate().unwrap_err().field, "heartbeat.missed_failed");

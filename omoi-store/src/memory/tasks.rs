@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use omoi_core::late_edges::AddedDependencies;
 use omoi_core::ports::clock::add_duration;
 use omoi_core::queue::{self, AttemptLoss, LossOutcome, plan_batch};
 use omoi_core::task::check_payload;
@@ -367,6 +368,31 @@ impl Tasks {
             row.unmet += 1;
         }
         self.dependents.entry(on).or_default().push(task);
+    }
+
+    /// Applies dependencies added to a stored task by the shared rule
+    /// ([`omoi_core::late_edges`]): the edges, then the move out of the ready queue or off the
+    /// lease, with its event.
+    pub(super) fn add_dependencies(&mut self, change: &AddedDependencies, now: DateTime<Utc>, events: &mut Vec<Event>) {
+        if change.drops_lease() {
+            self.drop_lease(change.task);
+        }
+        if let Some(row) = self.rows.get(&change.task)
+            && change.leaves_ready_queue()
+        {
+            self.ready.remove(&key(&row.task));
+        }
+        for on in &change.added {
+            self.add_dependency(change.task, *on);
+        }
+        if let Some(row) = self.rows.get_mut(&change.task) {
+            if change.drops_lease() {
+                row.task.attempts = row.task.attempts.saturating_sub(1);
+            }
+            row.task.state = change.to;
+            row.task.updated_at = now;
+        }
+        events.push(change.event());
     }
 }
 
