@@ -24,8 +24,8 @@ use crate::spec::{PlannedTicket, SyncOutcome, SyncPlan};
 use crate::state::{TaskEvent, TaskState};
 use crate::task::{NewTask, Task, TaskLinks};
 
-pub use self::cascade::{Cascade, block_dependent, blocks_dependents, unblock_dependent};
-pub use self::transition::{fence, fenced, step};
+pub use self::cascade::{Cascade, block_dependent, blocks_dependents, quarantine_error, unblock_dependent};
+pub use self::transition::{cancel, check_redrive, fence, fenced, redrive, release, step};
 
 /// Validates `batch` against the store (`existing` gives the state of a stored task) and
 /// returns each task's initial state, in batch order. Dedup keys are checked within the batch
@@ -258,7 +258,7 @@ pub struct SyncDraft<'p> {
     /// adapter still validates them against the store with [`plan_batch`] before inserting.
     pub new_tasks: Vec<NewTask>,
     /// Dependencies the plan adds to stored tasks that have not started, applied after
-    /// `new_tasks` are inserted (see [`late_edges`](crate::late_edges)).
+    /// `new_tasks` are inserted (see [`late_edges`]).
     pub added_dependencies: Vec<AddedDependencies>,
 }
 
