@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::Priority;
 use crate::dag::{Dag, DagError};
-use crate::error::{StoreError, TaskRef};
+use crate::error::{StoreError, SyncConflict, TaskRef};
 use crate::event::Event;
 use crate::ids::{SpecId, TaskId, TicketId};
 use crate::late_edges::{self, AddedDependencies};
@@ -307,13 +307,15 @@ pub fn draft_sync<'p>(
                     outcome.tasks.iter().find(|(_, v)| *v == id).map_or_else(|| id.to_string(), |(l, _)| l.clone())
                 })
                 .collect();
-            let conflict = |reason: String| StoreError::SyncConflict {
-                task: local.clone(),
-                id: stored.id,
-                state: stored.state,
-                added: added.iter().map(|(l, _)| l.clone()).collect(),
-                removed: removed.clone(),
-                reason,
+            let conflict = |reason: String| {
+                StoreError::SyncConflict(Box::new(SyncConflict {
+                    task: local.clone(),
+                    id: stored.id,
+                    state: stored.state,
+                    added: added.iter().map(|(l, _)| l.clone()).collect(),
+                    removed: removed.clone(),
+                    reason,
+                }))
             };
             if !removed.is_empty() {
                 return Err(conflict("a synced task's dependencies can be added to, never removed".into()));
