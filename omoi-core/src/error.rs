@@ -160,8 +160,31 @@ pub enum StoreError {
         /// Local ids (or stored ids) the plan drops from them.
         removed: Vec<String>,
         /// Why the change cannot be applied.
-        reason: String,
+        reason: SyncConflictReason,
     },
+}
+
+/// Why a re-synced plan's change to a synced task cannot be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncConflictReason {
+    /// The plan drops a dependency: a synced task's dependencies are never removed.
+    Removed,
+    /// The task already started, finished or is blocked: only a waiting or ready task can
+    /// gain dependencies.
+    Started,
+    /// An added dependency already failed or was cancelled: the task would be blocked at once.
+    DeadDependency,
+}
+
+impl fmt::Display for SyncConflictReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncConflictReason::Removed => "a synced task's dependencies can be added to, never removed",
+            SyncConflictReason::Started => "only a waiting or ready task can gain dependencies",
+            SyncConflictReason::DeadDependency => "an added dependency already failed or was cancelled",
+        })
+    }
 }
 
 impl StoreError {

@@ -444,6 +444,7 @@ pub fn analyze(tasks: &TasksOutput, requirements: &RequirementsOutput) -> SyncOu
         blockers,
         recommendations,
         materialized: None,
+        discoveries: Vec::new(),
     }
 }
 

@@ -2,10 +2,8 @@
 //! [`DiscoveryService`] (dedup, limits, the branch), whose answer is what the model is told.
 
 use async_trait::async_trait;
-use omoi_core::{Evidence, NewDiscovery, TaskId};
+use omoi_core::{NewDiscovery, ReportedDiscovery, TaskId};
 use omoi_discovery::DiscoveryService;
-
-use super::tools::ReportedDiscovery;
 
 /// Records a discovery reported by the agent working on `source`; `Ok` is the answer for the
 /// model (`branched as TSK-002.1`, `duplicate of …`, `refused: source_cap: …`), `Err` why it
@@ -18,13 +16,7 @@ pub trait DiscoveryReporter: Send + Sync {
 
 /// The report as a [`NewDiscovery`] of `source`.
 pub fn to_new_discovery(source: TaskId, d: &ReportedDiscovery) -> NewDiscovery {
-    let new = NewDiscovery::new(source, d.kind, &d.title, &d.description, &d.done_definition)
-        .boosted(d.priority_boost)
-        .evidence(Evidence { files: d.files.clone(), ..Evidence::default() });
-    match d.blocking {
-        Some(b) => new.blocking(b),
-        None => new,
-    }
+    d.to_new(source)
 }
 
 #[async_trait]

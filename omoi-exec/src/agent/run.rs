@@ -25,8 +25,9 @@ use super::discovery::DiscoveryReporter;
 use super::guard::RepeatGuard;
 use super::mailbox::{Mailboxes, Severity};
 use super::policy::{ToolName, ToolPolicy};
-use super::tools::{self, FinishArgs, ReportedDiscovery, ToolOutcome, ToolRunner};
+use super::tools::{self, FinishArgs, ToolOutcome, ToolRunner};
 use super::verdict::{CommandRun, RunLog, check_validation_finish};
+use omoi_core::ReportedDiscovery;
 
 /// Why a run ended.
 #[derive(Debug, Clone, PartialEq)]
