@@ -1,5 +1,5 @@
 //! Shared helpers for the omoi examples (`quickstart`, `spec_demo`, `drain`): progress output
-//! for long runs. The examples themselves are described in the repository's README, whose code
+//! for long runs, and the [monitors](monitoring::monitors) run beside the workers. The examples themselves are described in the repository's README, whose code
 //! blocks are compiled and run as this crate's doctests.
 
 /// The README's code blocks, run as doctests (not part of the documentation: its links point at
@@ -7,6 +7,8 @@
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+pub mod monitoring;
 
 use std::fmt::Write;
 

@@ -1,12 +1,18 @@
 //! Rules every [`TaskStore`](crate::TaskStore) and [`SpecStore`](crate::SpecStore) adapter
 //! applies the same way: validating a batch before insert, choosing each new task's initial
-//! state, and validating a spec's task plan before sync. Adapters call these inside their
-//! write transaction, so behaviour cannot drift between backends.
+//! state, queue bands and aging, state changes and the lease fence ([`step`], [`fenced`]), a
+//! lost attempt's retry or dead letter ([`lose_attempt`]), blocking and unblocking dependents
+//! ([`Cascade`]), and validating a spec's task plan before sync. Adapters call these inside
+//! their write transaction, so behaviour cannot drift between backends.
+
+mod cascade;
+mod transition;
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use crate::Priority;
 use crate::dag::{Dag, DagError};
 use crate::error::{StoreError, SyncConflictReason, TaskRef};
 use crate::event::Event;
@@ -17,6 +23,9 @@ use crate::ports::task_store::Failure;
 use crate::spec::{PlannedTicket, SyncOutcome, SyncPlan};
 use crate::state::{TaskEvent, TaskState};
 use crate::task::{NewTask, Task, TaskLinks};
+
+pub use self::cascade::{Cascade, block_dependent, blocks_dependents, unblock_dependent};
+pub use self::transition::{fence, fenced, step};
 
 /// Validates `batch` against the store (`existing` gives the state of a stored task) and
 /// returns each task's initial state, in batch order. Dedup keys are checked within the batch
@@ -66,8 +75,7 @@ pub fn plan_batch(
         let deps = dag.dependencies(&id).into_iter().copied().chain(dag.external_dependencies(&id).iter().copied());
         let dep_states: Vec<TaskState> =
             deps.map(|d| state.get(&d).copied().or_else(|| existing(&d)).unwrap_or(TaskState::Waiting)).collect();
-        let s = if dep_states.iter().any(|s| matches!(s, TaskState::Failed | TaskState::Cancelled | TaskState::Blocked))
-        {
+        let s = if dep_states.iter().any(|s| blocks_dependents(*s)) {
             TaskState::Blocked
         } else if dep_states.iter().all(|s| *s == TaskState::Completed) {
             TaskState::Ready
@@ -77,6 +85,12 @@ pub fn plan_batch(
         state.insert(id, s);
     }
     Ok(batch.iter().map(|t| state[&t.id]).collect())
+}
+
+/// The queue band of `priority`: 0 = critical … 3 = low. Every adapter stores it with each
+/// task and claims the lowest band first (see [`aged_band`]).
+pub fn band(priority: Priority) -> u8 {
+    3 - priority.rank()
 }
 
 /// The queue band (0 = critical … 3 = low) a ready task is claimed in: its priority's band,

@@ -711,3 +711,33 @@ async fn diagnostic_failures(h: &Harness, spec: SpecId) -> u32 {
     }
     crate::branching::consecutive_failures(branches.iter().map(Vec::as_slice))
 }
+
+/// Runs the whole [`DiscoveryStore`](crate::DiscoveryStore) suite against an adapter. The
+/// factory yields `Arc<S>` with `S: DiscoveryStore + TaskStore + EventStore`.
+#[macro_export]
+macro_rules! discovery_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            discovery_store,
+            $factory,
+            [
+                branch_is_recorded_with_links_boosted_priority_and_events,
+                blocking_discovery_holds_the_sources_dependents_until_the_branch_completes,
+                blocking_discovery_requeues_its_source_behind_the_branch,
+                non_blocking_discovery_runs_beside_the_source,
+                discovery_is_resolved_when_its_last_branch_task_completes,
+                exact_duplicate_links_to_the_existing_branch_and_spawns_nothing,
+                duplicate_named_by_the_caller_is_recorded_and_spawns_nothing,
+                eight_concurrent_reports_of_the_same_discovery_create_exactly_one_branch,
+                per_source_cap_refuses_the_sixth_branch_and_keeps_the_refusal,
+                per_spec_cap_refuses_branches_beyond_the_limit,
+                depth_cap_refuses_a_branch_nested_deeper_than_allowed,
+                cooldown_refuses_a_second_branch_until_it_has_passed,
+                consecutive_diagnostic_failures_refuse_further_diagnostics,
+                failed_branch_is_atomic_and_leaves_nothing,
+                list_filters_by_spec_source_status_and_kind,
+                random_report_sequences_never_exceed_any_limit,
+            ]
+        );
+    };
+}

@@ -424,3 +424,29 @@ pub async fn ticket_status_is_derived_from_its_tasks(h: Harness) {
     assert!(h.specs.get_ticket(tests).await.unwrap().blocked);
     assert!(matches!(h.specs.get_ticket(crate::TicketId::new()).await, Err(StoreError::NotFound { .. })));
 }
+
+/// Runs the whole [`SpecStore`](crate::SpecStore) suite against an adapter. The factory yields
+/// `Arc<S>` with `S: SpecStore + TaskStore + EventStore`.
+#[macro_export]
+macro_rules! spec_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            spec_store,
+            $factory,
+            [
+                create_get_and_list_specs,
+                spec_transitions_follow_the_table_and_emit_events,
+                checkpoints_are_kept_and_next_phase_skips_them,
+                usage_accumulates_across_calls,
+                sync_materializes_tickets_and_tasks_with_dependencies,
+                sync_is_idempotent_same_ids_nothing_new,
+                sync_rejects_unknown_local_ids_and_cycles_creating_nothing,
+                sync_of_an_extended_plan_creates_only_the_new_tasks,
+                sync_adds_a_dependency_to_a_waiting_task_which_then_waits_for_it,
+                sync_adds_a_dependency_to_a_ready_task_which_waits_again,
+                sync_of_a_dependency_added_to_a_running_or_completed_task_is_refused_naming_it,
+                ticket_status_is_derived_from_its_tasks,
+            ]
+        );
+    };
+}
