@@ -98,6 +98,7 @@ mod tests {
             done_definition: "done".into(),
             files: files.iter().map(|f| (*f).to_owned()).collect(),
             blocking: None,
+            requeue: false,
         }
     }
 

@@ -24,7 +24,7 @@ use omoi_spec::{PhaseAttempt, PhaseContext, PhaseError, PhaseExecutor, Structure
 use tracing::{Instrument, info_span, warn};
 
 use crate::agent::{
-    AgentRun, Budget, BudgetExceeded, BudgetLimits, DiscoveryReporter, FinishArgs, StopCause, ToolPolicy,
+    AgentRun, Budget, BudgetExceeded, BudgetLimits, DiscoveryReporter, FinishArgs, Reply, StopCause, ToolPolicy,
 };
 use crate::git::{GitRepo, Workspace};
 use crate::memory::{MemoryService, SandboxFiles, TrajectoryTap, hooks as memory_hooks};
@@ -35,12 +35,13 @@ struct KeepForSync;
 
 #[async_trait]
 impl DiscoveryReporter for KeepForSync {
-    async fn report(&self, _: TaskId, d: &ReportedDiscovery) -> Result<String, String> {
-        Ok(format!(
+    async fn report(&self, _: TaskId, d: &ReportedDiscovery) -> Result<Reply, String> {
+        let text = format!(
             "finding \"{}\" kept: once the plan is stored, SYNC reports it as a discovery of the task it concerns \
              (a finding the plan already covers becomes a duplicate of that task)",
             d.title
-        ))
+        );
+        Ok(Reply { text, requeued: false })
     }
 }
 

@@ -365,6 +365,10 @@ pub struct ReportedDiscovery {
     /// Whether the work after this task must wait for it (default: by kind).
     #[serde(default)]
     pub blocking: Option<bool>,
+    /// This task cannot go on until the branch is done: it stops, is re-queued behind the
+    /// branch, and runs again once the branch completes (implies blocking).
+    #[serde(default)]
+    pub requeue: bool,
 }
 
 impl ReportedDiscovery {
@@ -373,10 +377,11 @@ impl ReportedDiscovery {
         let new = NewDiscovery::new(source, self.kind, &self.title, &self.description, &self.done_definition)
             .boosted(self.priority_boost)
             .evidence(Evidence { files: self.files.clone(), ..Evidence::default() });
-        match self.blocking {
+        let new = match self.blocking {
             Some(b) => new.blocking(b),
             None => new,
-        }
+        };
+        if self.requeue { new.requeue_source() } else { new }
     }
 }
 

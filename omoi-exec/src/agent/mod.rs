@@ -15,7 +15,7 @@ mod tools;
 mod verdict;
 
 pub use budget::{Budget, BudgetExceeded, BudgetLimits, CallGate};
-pub use discovery::{DiscoveryReporter, to_new_discovery};
+pub use discovery::{DiscoveryReporter, Reply, to_new_discovery};
 pub use executor::AgentExecutor;
 pub use mailbox::{Mailboxes, Severity, Steering};
 pub use omoi_core::ReportedDiscovery;

@@ -83,6 +83,8 @@ pub(crate) fn spec(tool: ToolName, finish_output: Option<&Value>) -> ToolSpec {
                 "done_definition": {"type": "string", "description": "when the new work is done"},
                 "files": {"type": "array", "items": {"type": "string"}, "description": "files involved"},
                 "blocking": {"type": "boolean", "description": "work after this task must wait for it"},
+                "requeue": {"type": "boolean", "description": "this task cannot go on until the new work is done: \
+                    it stops now and runs again after it (implies blocking)"},
                 "priority_boost": {"type": "boolean"}},
                 "required": ["kind", "title", "description", "done_definition"]}),
         ),

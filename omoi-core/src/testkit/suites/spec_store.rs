@@ -65,6 +65,7 @@ fn checkpoint(phase: SpecPhase, score: f64, at: chrono::DateTime<chrono::Utc>) -
             done_definition: "title_case is tested".into(),
             files: vec!["pkg/strings.py".into()],
             blocking: Some(false),
+            requeue: false,
         }],
     }
 }
