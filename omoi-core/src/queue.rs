@@ -258,7 +258,7 @@ pub struct SyncDraft<'p> {
     /// adapter still validates them against the store with [`plan_batch`] before inserting.
     pub new_tasks: Vec<NewTask>,
     /// Dependencies the plan adds to stored tasks that have not started, applied after
-    /// `new_tasks` are inserted (see [`late_edges`](crate::late_edges)).
+    /// `new_tasks` are inserted (see [`late_edges`]).
     pub added_dependencies: Vec<AddedDependencies>,
 }
 

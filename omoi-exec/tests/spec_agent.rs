@@ -20,6 +20,24 @@ async fn sample_repo(dir: &std::path::Path) -> GitRepo {
     GitRepo::init(dir).await.unwrap()
 }
 
+/// The agentic explore phase over `repo` at `main`, in local sandboxes under `sandboxes`.
+fn explorer(
+    llm: &Arc<ScriptedLlm>,
+    sandboxes: &std::path::Path,
+    store: &Arc<InMemoryStore>,
+    clock: &Arc<ManualClock>,
+    repo: GitRepo,
+) -> AgentPhaseExecutor {
+    AgentPhaseExecutor::new(
+        llm.clone(),
+        Arc::new(LocalSandboxProvider::new(sandboxes)),
+        store.clone(),
+        clock.clone(),
+        repo,
+        "main",
+    )
+}
+
 fn explore_output() -> serde_json::Value {
     json!({
         "codebase_summary": "textkit is a tiny pure-Python package of string helpers (title_case) with a README and no dependencies.",
@@ -63,14 +81,7 @@ async fn explore_runs_as_a_read_only_agent_over_the_repository_and_checkpoints_i
     llm.push_tool_call("finish", json!({"summary": "explored", "output": {"codebase_summary": 42}}));
     llm.push_tool_call("finish", json!({"summary": "explored textkit", "output": explore_output()}));
     // PRD then runs through the fallback structured call, whose script is empty: the run stops there.
-    let executor = AgentPhaseExecutor::new(
-        llm.clone(),
-        Arc::new(LocalSandboxProvider::new(sandboxes.path())),
-        store.clone(),
-        clock.clone(),
-        repo,
-        "main",
-    );
+    let executor = explorer(&llm, sandboxes.path(), &store, &clock, repo);
     let runner =
         SpecRunner::new(store.clone(), store.clone(), clock.clone(), Arc::new(executor), SpecConfig::default());
     let err =
@@ -135,15 +146,7 @@ async fn explore_starts_with_relevant_memories_and_writes_back_what_it_learned()
         "finish",
         json!({"summary": "textkit keeps string helpers in textkit/strings.py", "output": explore_output()}),
     );
-    let executor = AgentPhaseExecutor::new(
-        llm.clone(),
-        Arc::new(LocalSandboxProvider::new(sandboxes.path())),
-        store.clone(),
-        clock.clone(),
-        repo,
-        "main",
-    )
-    .with_memory(memory);
+    let executor = explorer(&llm, sandboxes.path(), &store, &clock, repo).with_memory(memory);
     let runner =
         SpecRunner::new(store.clone(), store.clone(), clock.clone(), Arc::new(executor), SpecConfig::default());
     runner.start(NewSpec::new("slugify", "Add slugify(text) to textkit.strings with tests")).await.unwrap_err();
@@ -207,14 +210,7 @@ async fn explore_findings_are_reported_at_sync_branching_the_plan_or_deduplicate
     for phase in [SpecPhase::Prd, SpecPhase::Requirements, SpecPhase::Design, SpecPhase::Tasks] {
         llm.push_phase(phase, &testkit::canned_output(phase).unwrap());
     }
-    let executor = AgentPhaseExecutor::new(
-        llm.clone(),
-        Arc::new(LocalSandboxProvider::new(sandboxes.path())),
-        store.clone(),
-        clock.clone(),
-        repo,
-        "main",
-    );
+    let executor = explorer(&llm, sandboxes.path(), &store, &clock, repo);
     let service = DiscoveryService::new(store.clone(), store.clone(), &DiscoveryConfig::default())
         .with_embedder(Arc::new(HashingEmbedder::new(256)));
     let runner =
