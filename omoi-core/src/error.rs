@@ -147,6 +147,52 @@ pub enum StoreError {
     SyncConflict(Box<SyncConflict>),
 }
 
+/// The details of [`StoreError::SyncConflict`]: which synced task a re-synced plan changes, and
+/// why the change cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the plan changes the dependencies of already-synced task {task} ({id}, {state}): added [{}], removed [{}]; {reason}",
+    added.join(", "),
+    removed.join(", ")
+)]
+pub struct SyncConflict {
+    /// The task's local id in the plan.
+    pub task: String,
+    /// Its stored id.
+    pub id: crate::ids::TaskId,
+    /// Its state.
+    pub state: crate::state::TaskState,
+    /// Local ids the plan adds to its dependencies.
+    pub added: Vec<String>,
+    /// Local ids (or stored ids) the plan drops from them.
+    pub removed: Vec<String>,
+    /// Why the change cannot be applied.
+    pub reason: SyncConflictReason,
+}
+
+/// Why a re-synced plan's change to a synced task cannot be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncConflictReason {
+    /// The plan drops a dependency: a synced task's dependencies are never removed.
+    Removed,
+    /// The task already started, finished or is blocked: only a waiting or ready task can
+    /// gain dependencies.
+    Started,
+    /// An added dependency already failed or was cancelled: the task would be blocked at once.
+    DeadDependency,
+}
+
+impl fmt::Display for SyncConflictReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncConflictReason::Removed => "a synced task's dependencies can be added to, never removed",
+            SyncConflictReason::Started => "only a waiting or ready task can gain dependencies",
+            SyncConflictReason::DeadDependency => "an added dependency already failed or was cancelled",
+        })
+    }
+}
+
 impl StoreError {
     /// Whether retrying the same call later may succeed (backend unavailable, contention).
     pub fn is_retryable(&self) -> bool {
@@ -188,27 +234,4 @@ mod tests {
             StoreError::transition("task", id, TransitionError { from: TaskState::Completed, event: TaskEvent::Claim });
         assert!(t.to_string().contains("`claim` is not allowed from `completed`"));
     }
-}
-
-/// The details of [`StoreError::SyncConflict`]: which synced task a re-synced plan changes, and
-/// why the change cannot be applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the plan changes the dependencies of already-synced task {task} ({id}, {state}): added [{}], removed [{}]; {reason}",
-    added.join(", "),
-    removed.join(", ")
-)]
-pub struct SyncConflict {
-    /// The task's local id in the plan.
-    pub task: String,
-    /// Its stored id.
-    pub id: crate::ids::TaskId,
-    /// Its state.
-    pub state: crate::state::TaskState,
-    /// Local ids the plan adds to its dependencies.
-    pub added: Vec<String>,
-    /// Local ids (or stored ids) the plan drops from them.
-    pub removed: Vec<String>,
-    /// Why the change cannot be applied.
-    pub reason: String,
 }

@@ -61,13 +61,12 @@ pub enum LateEdgeRefusal {
     DeadDependency(TaskId),
 }
 
-impl std::fmt::Display for LateEdgeRefusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl LateEdgeRefusal {
+    /// The reason a [`StoreError::SyncConflict`] gives.
+    pub fn sync_reason(&self) -> crate::error::SyncConflictReason {
         match self {
-            LateEdgeRefusal::Started(s) => {
-                write!(f, "the task is {s}; only a waiting or ready task can gain dependencies")
-            }
-            LateEdgeRefusal::DeadDependency(d) => write!(f, "the added dependency {d} already failed or was cancelled"),
+            LateEdgeRefusal::Started(_) => crate::error::SyncConflictReason::Started,
+            LateEdgeRefusal::DeadDependency(_) => crate::error::SyncConflictReason::DeadDependency,
         }
     }
 }

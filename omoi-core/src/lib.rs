@@ -58,7 +58,7 @@ pub use domain::agent::{Agent, AgentKind, Heartbeat, HeartbeatAck, NewAgent, Ove
 pub use domain::common::{ExecutionMode, Priority, Usage, WorkPhase};
 pub use domain::discovery::{
     Discovery, DiscoveryKind, DiscoveryStatus, DiscoveryTransition, DuplicateOf, Evidence, NewDiscovery, Refusal,
-    RefusalReason,
+    RefusalReason, ReportedDiscovery,
 };
 pub use domain::event::{Cursor, Event, StoredEvent, Subject};
 pub use domain::intervention::{Intervention, InterventionSource, NewIntervention, Severity};
@@ -67,7 +67,7 @@ pub use domain::monitoring::{StuckRule, SystemHealth};
 pub use domain::spec::{NewSpec, PhaseCheckpoint, PlannedTask, PlannedTicket, Spec, SyncOutcome, SyncPlan};
 pub use domain::task::{BackoffPolicy, FencingToken, Lease, NewTask, Task, TaskDefinition, TaskLinks};
 pub use domain::ticket::{Ticket, TicketStatus};
-pub use error::{BoxError, StoreError, SyncConflict, TaskRef};
+pub use error::{BoxError, StoreError, SyncConflict, SyncConflictReason, TaskRef};
 pub use ids::{AgentId, DiscoveryId, InterventionId, MemoryId, SandboxId, SpecId, TaskId, TicketId};
 pub use macros::ParseEnumError;
 pub use ports::agent_store::AgentStore;

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::Priority;
 use crate::dag::{Dag, DagError};
-use crate::error::{StoreError, SyncConflict, TaskRef};
+use crate::error::{StoreError, SyncConflict, SyncConflictReason, TaskRef};
 use crate::event::Event;
 use crate::ids::{SpecId, TaskId, TicketId};
 use crate::late_edges::{self, AddedDependencies};
@@ -307,7 +307,7 @@ pub fn draft_sync<'p>(
                     outcome.tasks.iter().find(|(_, v)| *v == id).map_or_else(|| id.to_string(), |(l, _)| l.clone())
                 })
                 .collect();
-            let conflict = |reason: String| {
+            let conflict = |reason: SyncConflictReason| {
                 StoreError::SyncConflict(Box::new(SyncConflict {
                     task: local.clone(),
                     id: stored.id,
@@ -318,7 +318,7 @@ pub fn draft_sync<'p>(
                 }))
             };
             if !removed.is_empty() {
-                return Err(conflict("a synced task's dependencies can be added to, never removed".into()));
+                return Err(conflict(SyncConflictReason::Removed));
             }
             // A dependency stored before this sync has its state; a new one has not completed.
             let states: Vec<(TaskId, Option<TaskState>)> =
@@ -326,7 +326,7 @@ pub fn draft_sync<'p>(
             match late_edges::for_resync(stored.id, stored.state, &stored.dependencies, &states) {
                 Ok(Some(change)) => added_dependencies.push(change),
                 Ok(None) => {}
-                Err(refusal) => return Err(conflict(refusal.to_string())),
+                Err(refusal) => return Err(conflict(refusal.sync_reason())),
             }
             outcome.tasks.insert(local, stored.id);
             continue;

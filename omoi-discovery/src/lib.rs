@@ -13,6 +13,8 @@
 //!   [`Reported::message`] is what the reporting model is told.
 //! - [`DiscoveryService::revise`]: the validation revision loop as a blocking discovery whose
 //!   branch is the revision and a new validation, bounded by `max_validation_iterations`.
+//! - [`DiscoveryService::report_findings`]: what the spec phases' agents reported before the
+//!   plan existed, reported by SYNC as discoveries of the stored plan ([`source_for`]).
 //! - [`Analyzer`]: patterns, hotspots and recommendations as data, with an optional model
 //!   summary, announced as a `discovery.analyzed` event.
 //!
@@ -39,9 +41,11 @@
 //! ```
 
 mod analyzer;
+mod findings;
 mod revision;
 mod service;
 
 pub use analyzer::{Analysis, Analyzer, Hotspot, LlmSummary, Pattern, Recommendation, Severity, analyze_discoveries};
+pub use findings::source_for;
 pub use revision::{FailedValidation, ITERATION_KEY, Revision, iteration};
 pub use service::{DiscoveryError, DiscoveryService, Reported};

@@ -7,7 +7,8 @@
 //! exploration mode: it can read, list, search and run read-only programs, never write. Its
 //! `finish` is checked against the phase's output type before it is accepted, so a malformed
 //! output goes back to the agent instead of failing the attempt. The spec's token and cost
-//! budget is checked before every model call.
+//! budget is checked before every model call. What the agent reports with `report_discovery`
+//! is kept in the phase's checkpoint and reported by SYNC once the plan is stored.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,16 +16,34 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use omoi_core::config::SpecConfig;
 use omoi_core::{
-    AgentId, Clock, EventStore, ExecutionMode, LlmClient, SandboxProvider, SandboxSpec, SpecPhase, TaskDefinition,
-    TaskId,
+    AgentId, Clock, EventStore, ExecutionMode, LlmClient, ReportedDiscovery, SandboxProvider, SandboxSpec, SpecPhase,
+    TaskDefinition, TaskId,
 };
 use omoi_spec::output::PhaseOutput;
 use omoi_spec::{PhaseAttempt, PhaseContext, PhaseError, PhaseExecutor, StructuredExecutor};
 use tracing::{Instrument, info_span, warn};
 
-use crate::agent::{AgentRun, Budget, BudgetExceeded, BudgetLimits, FinishArgs, StopCause, ToolPolicy};
+use crate::agent::{
+    AgentRun, Budget, BudgetExceeded, BudgetLimits, DiscoveryReporter, FinishArgs, Reply, StopCause, ToolPolicy,
+};
 use crate::git::{GitRepo, Workspace};
 use crate::memory::{MemoryService, SandboxFiles, TrajectoryTap, hooks as memory_hooks};
+
+/// A spec phase's `report_discovery`: no task exists yet, so the finding is kept (in the
+/// phase's checkpoint) and SYNC reports it as a discovery of the stored plan.
+struct KeepForSync;
+
+#[async_trait]
+impl DiscoveryReporter for KeepForSync {
+    async fn report(&self, _: TaskId, d: &ReportedDiscovery) -> Result<Reply, String> {
+        let text = format!(
+            "finding \"{}\" kept: once the plan is stored, SYNC reports it as a discovery of the task it concerns \
+             (a finding the plan already covers becomes a duplicate of that task)",
+            d.title
+        );
+        Ok(Reply { text, requeued: false })
+    }
+}
 
 /// Runs chosen spec phases as read-only agents over a repository.
 #[derive(Clone)]
@@ -169,7 +188,7 @@ impl AgentPhaseExecutor {
                 max_consecutive_errors: 4,
                 max_tokens: 8192,
                 cancel: None,
-                discoveries: None,
+                discoveries: Some(&KeepForSync),
             };
             let outcome = run.run().await.map_err(|e| executor_error(e.to_string(), e.is_retryable()))?;
             ctx.budget.record(outcome.usage).await?;
@@ -183,10 +202,11 @@ impl AgentPhaseExecutor {
                 let metadata = serde_json::json!({"spec_id": ctx.spec.id, "phase": ctx.phase});
                 memory_hooks::learn_from(self.memory.as_ref(), &def, metadata, &f.summary, &tap, &files).await;
             }
+            let findings = outcome.discoveries.into_iter().map(|(d, _)| d).collect();
             match (outcome.stop, outcome.finish) {
                 (StopCause::Finished, Some(f)) => {
                     let raw = serde_json::to_string(&f.output).unwrap_or_default();
-                    Ok(PhaseAttempt { output: f.output, raw, usage: outcome.usage })
+                    Ok(PhaseAttempt { output: f.output, raw, usage: outcome.usage, findings })
                 }
                 (StopCause::BudgetExceeded(BudgetExceeded::Tokens { used, limit }), _) => {
                     Err(PhaseError::Budget(omoi_spec::BudgetExceeded::Tokens {

@@ -20,6 +20,24 @@ async fn sample_repo(dir: &std::path::Path) -> GitRepo {
     GitRepo::init(dir).await.unwrap()
 }
 
+/// The agentic explore phase over `repo` at `main`, in local sandboxes under `sandboxes`.
+fn explorer(
+    llm: &Arc<ScriptedLlm>,
+    sandboxes: &std::path::Path,
+    store: &Arc<InMemoryStore>,
+    clock: &Arc<ManualClock>,
+    repo: GitRepo,
+) -> AgentPhaseExecutor {
+    AgentPhaseExecutor::new(
+        llm.clone(),
+        Arc::new(LocalSandboxProvider::new(sandboxes)),
+        store.clone(),
+        clock.clone(),
+        repo,
+        "main",
+    )
+}
+
 fn explore_output() -> serde_json::Value {
     json!({
         "codebase_summary": "textkit is a tiny pure-Python package of string helpers (title_case) with a README and no dependencies.",
@@ -63,14 +81,7 @@ async fn explore_runs_as_a_read_only_agent_over_the_repository_and_checkpoints_i
     llm.push_tool_call("finish", json!({"summary": "explored", "output": {"codebase_summary": 42}}));
     llm.push_tool_call("finish", json!({"summary": "explored textkit", "output": explore_output()}));
     // PRD then runs through the fallback structured call, whose script is empty: the run stops there.
-    let executor = AgentPhaseExecutor::new(
-        llm.clone(),
-        Arc::new(LocalSandboxProvider::new(sandboxes.path())),
-        store.clone(),
-        clock.clone(),
-        repo,
-        "main",
-    );
+    let executor = explorer(&llm, sandboxes.path(), &store, &clock, repo);
     let runner =
         SpecRunner::new(store.clone(), store.clone(), clock.clone(), Arc::new(executor), SpecConfig::default());
     let err =
@@ -135,15 +146,7 @@ async fn explore_starts_with_relevant_memories_and_writes_back_what_it_learned()
         "finish",
         json!({"summary": "textkit keeps string helpers in textkit/strings.py", "output": explore_output()}),
     );
-    let executor = AgentPhaseExecutor::new(
-        llm.clone(),
-        Arc::new(LocalSandboxProvider::new(sandboxes.path())),
-        store.clone(),
-        clock.clone(),
-        repo,
-        "main",
-    )
-    .with_memory(memory);
+    let executor = explorer(&llm, sandboxes.path(), &store, &clock, repo).with_memory(memory);
     let runner =
         SpecRunner::new(store.clone(), store.clone(), clock.clone(), Arc::new(executor), SpecConfig::default());
     runner.start(NewSpec::new("slugify", "Add slugify(text) to textkit.strings with tests")).await.unwrap_err();
@@ -157,4 +160,95 @@ async fn explore_starts_with_relevant_memories_and_writes_back_what_it_learned()
     assert!(knowledge.memory.text.contains("textkit/strings.py"));
     assert_eq!(knowledge.memory.citations[0].path, "textkit/strings.py");
     assert_eq!((knowledge.memory.citations[0].start_line, knowledge.memory.citations[0].end_line), (1, 2));
+}
+
+/// The spec SYNC path goes through the discovery service: what the explore agent reports with
+/// `report_discovery` (no task exists yet) is kept in the explore checkpoint, and once SYNC has
+/// stored the plan each finding is reported as a discovery of the task it concerns — a new one
+/// branches (a task linked to its source), one the plan already covers is a duplicate of that
+/// planned task and spawns nothing; the SYNC output says which.
+#[tokio::test]
+async fn explore_findings_are_reported_at_sync_branching_the_plan_or_deduplicated_against_it() {
+    use omoi_core::config::DiscoveryConfig;
+    use omoi_core::{
+        DiscoveryFilter, DiscoveryStatus, DiscoveryStore, DuplicateOf, HashingEmbedder, TaskFilter, TaskStore,
+    };
+    use omoi_discovery::DiscoveryService;
+    use omoi_spec::{RunOutcome, testkit};
+
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = sample_repo(repo_dir.path()).await;
+    let sandboxes = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let store = Arc::new(InMemoryStore::with_clock(clock.clone()));
+    let llm = Arc::new(ScriptedLlm::new());
+    llm.push_tool_call(
+        "report_discovery",
+        json!({
+            "kind": "technical_debt",
+            "title": "strings.py helpers are untested",
+            "description": "title_case in pyutils/strings.py has no unit test; a refactor could break it unseen",
+            "done_definition": "title_case has unit tests that pass",
+            "files": ["pyutils/strings.py"],
+            "blocking": false
+        }),
+    );
+    // The plan (the canned TASKS output) already has this work as TSK-003.
+    llm.push_tool_call(
+        "report_discovery",
+        json!({
+            "kind": "missing_requirement",
+            "title": "Support max_length",
+            "description": "Add the max_length parameter and _truncate, cutting at the last hyphen that fits; reject max_length < 1.",
+            "done_definition": "max_length is supported"
+        }),
+    );
+    llm.push_tool_call(
+        "finish",
+        json!({"summary": "explored", "output": testkit::canned_output(SpecPhase::Explore).unwrap()}),
+    );
+    for phase in [SpecPhase::Prd, SpecPhase::Requirements, SpecPhase::Design, SpecPhase::Tasks] {
+        llm.push_phase(phase, &testkit::canned_output(phase).unwrap());
+    }
+    let executor = explorer(&llm, sandboxes.path(), &store, &clock, repo);
+    let service = DiscoveryService::new(store.clone(), store.clone(), &DiscoveryConfig::default())
+        .with_embedder(Arc::new(HashingEmbedder::new(256)));
+    let runner =
+        SpecRunner::new(store.clone(), store.clone(), clock.clone(), Arc::new(executor), SpecConfig::default())
+            .with_discoveries(service);
+    let (id, outcome) = runner.start(NewSpec::new("slugify", testkit::IDEA)).await.unwrap();
+    assert_eq!(outcome, RunOutcome::Completed);
+
+    let told = llm
+        .requests()
+        .iter()
+        .filter_map(|r| match r.messages.last().unwrap().content.first() {
+            Some(ContentBlock::ToolResult { content, .. }) if content.contains("kept") => Some(content.clone()),
+            _ => None,
+        })
+        .count();
+    assert_eq!(told, 2, "the agent is told each finding is kept for SYNC");
+    let spec = store.get_spec(id).await.unwrap();
+    assert_eq!(spec.checkpoints[&SpecPhase::Explore].findings.len(), 2, "kept in the explore checkpoint");
+
+    let tasks = store.list_tasks(&TaskFilter { spec_id: Some(id), ..TaskFilter::default() }).await.unwrap();
+    let by_local = |l: &str| tasks.iter().find(|t| t.links.local_id.as_deref() == Some(l)).unwrap();
+    let found = store.list_discoveries(&DiscoveryFilter { spec_id: Some(id), ..DiscoveryFilter::default() }).await;
+    let found = found.unwrap();
+    assert_eq!(found.len(), 2);
+    let branched = &found[0];
+    assert_eq!((branched.status, branched.source_task), (DiscoveryStatus::Branched, by_local("TSK-001").id));
+    let branch = store.get_task(branched.spawned[0]).await.unwrap();
+    assert_eq!(branch.links.local_id.as_deref(), Some("TSK-001.1"));
+    assert_eq!(branch.links.parent_id, Some(by_local("TSK-001").id));
+    let dup = &found[1];
+    assert_eq!(dup.status, DiscoveryStatus::Duplicate);
+    assert_eq!(dup.duplicate_of, Some(DuplicateOf::Task(by_local("TSK-003").id)), "the plan covers it already");
+    assert_eq!(tasks.len(), 7, "six planned tasks and one branch");
+
+    let sync = &spec.checkpoints[&SpecPhase::Sync].output["discoveries"];
+    let lines: Vec<&str> = sync.as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].contains("branched as TSK-001.1"), "{lines:?}");
+    assert!(lines[1].contains("duplicate of task"), "{lines:?}");
 }

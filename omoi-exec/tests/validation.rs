@@ -345,3 +345,42 @@ async fn merge_conflict_branches_a_resolution_task_and_the_merge_resumes_after_i
     assert_eq!(log.split_whitespace().count(), 2, "the resolution is a merge commit of both sides");
     assert_eq!(e.store.get_discovery(d.id).await.unwrap().status, DiscoveryStatus::Resolved);
 }
+
+/// `report_discovery` with `requeue`: the blocking discovery re-queues the reporting task
+/// behind its branch in the store's transaction, the run stops at once (its lease is gone, so
+/// the worker's report is fenced), the branch runs, and then the task runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_discovery_with_requeue_stops_the_run_and_the_task_runs_again_after_the_branch() {
+    let e = env().await;
+    let (build, check, _) = plan(&e).await;
+    let c = e.claim(build.id).await;
+    e.llm.push_tool_call(
+        "report_discovery",
+        json!({
+            "kind": "missing_requirement", "title": "add must accept strings of digits",
+            "description": "callers pass '2' and '3'; add has to parse them first",
+            "done_definition": "calc.parse exists and is tested", "requeue": true
+        }),
+    );
+    let out = e.executor.execute(&c.task, &ctx(&c)).await;
+    let err = out.expect_err("the run stops");
+    assert!(err.retryable && err.message.contains("re-queued"), "{err:?}");
+    assert_eq!(e.llm.requests().len(), 1, "no model call after the re-queue");
+    let fenced = e.store.fail(c.task.id, c.lease.token, Failure::retryable(&err.message)).await.unwrap_err();
+    assert!(matches!(fenced, omoi_core::StoreError::StaleLease { .. }), "{fenced:?}");
+    let source = e.get(build.id).await;
+    assert_eq!((source.state, source.attempts), (TaskState::Waiting, 0), "re-queued without using an attempt");
+    let d = e.store.list_discoveries(&DiscoveryFilter::default()).await.unwrap().remove(0);
+    assert!(d.requeue_source && d.blocking);
+    assert!(source.dependencies.contains(&d.spawned[0]));
+
+    let branch = e.claim(d.spawned[0]).await;
+    e.implement(FIXED);
+    e.run(&branch).await.unwrap();
+    assert_eq!(e.get(build.id).await.state, TaskState::Ready, "the task runs again after the branch");
+    let again = e.claim(build.id).await;
+    e.implement(FIXED);
+    e.run(&again).await.unwrap();
+    assert_eq!(e.get(check.id).await.state, TaskState::Ready);
+    assert_eq!(e.store.get_discovery(d.id).await.unwrap().status, DiscoveryStatus::Resolved);
+}

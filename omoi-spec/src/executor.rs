@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use omoi_core::ports::llm::{labels, parse_json_text};
-use omoi_core::{CompletionRequest, LlmClient, LlmError, Message, OutputSchema, Spec, SpecPhase, StoreError, Usage};
+use omoi_core::{
+    CompletionRequest, LlmClient, LlmError, Message, OutputSchema, ReportedDiscovery, Spec, SpecPhase, StoreError,
+    Usage,
+};
 use serde_json::Value;
 
 use crate::budget::{Budget, BudgetExceeded};
@@ -39,6 +42,9 @@ pub struct PhaseAttempt {
     pub raw: String,
     /// Model usage of the attempt (already recorded in the budget).
     pub usage: Usage,
+    /// New work the phase's agent reported (`report_discovery`), kept in the checkpoint and
+    /// reported as discoveries once SYNC has stored the plan.
+    pub findings: Vec<ReportedDiscovery>,
 }
 
 /// Why an attempt produced no output.
@@ -143,6 +149,6 @@ impl PhaseExecutor for StructuredExecutor {
         ctx.budget.record(response.usage).await?;
         let raw = response.text();
         let output: Value = parse_json_text(&raw)?;
-        Ok(PhaseAttempt { output, raw, usage: response.usage })
+        Ok(PhaseAttempt { output, raw, usage: response.usage, findings: Vec::new() })
     }
 }

@@ -74,6 +74,7 @@ pub mod budget;
 pub mod error;
 pub mod evaluate;
 pub mod executor;
+mod findings;
 pub mod ids;
 pub mod output;
 pub mod prompt;

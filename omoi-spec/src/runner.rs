@@ -9,12 +9,14 @@ use omoi_core::{
     Clock, Event, EventStore, LlmError, NewSpec, PhaseCheckpoint, Spec, SpecEvent, SpecId, SpecPhase, SpecState,
     SpecStore,
 };
+use omoi_discovery::DiscoveryService;
 use tracing::Instrument;
 
 use crate::budget::{Budget, BudgetLimits};
 use crate::error::SpecError;
 use crate::evaluate::{Evaluator, Judge, JudgeRequest, StructuralEvaluator};
 use crate::executor::{PhaseContext, PhaseError, PhaseExecutor};
+use crate::findings;
 use crate::output::{PhaseOutput, PhaseOutputs};
 use crate::prompt::PromptBuilder;
 use crate::sync::{SyncError, analyze, build_plan};
@@ -56,6 +58,7 @@ pub struct SpecRunner {
     judge: Option<(Arc<dyn Judge>, f64)>,
     config: SpecConfig,
     prompts: PromptBuilder,
+    discoveries: Option<DiscoveryService>,
 }
 
 impl std::fmt::Debug for SpecRunner {
@@ -84,7 +87,27 @@ impl SpecRunner {
         config: SpecConfig,
     ) -> Self {
         let prompts = PromptBuilder::new(config.prompt_context_chars);
-        Self { specs, events, clock, executor, evaluator: Arc::new(StructuralEvaluator), judge: None, config, prompts }
+        Self {
+            specs,
+            events,
+            clock,
+            executor,
+            evaluator: Arc::new(StructuralEvaluator),
+            judge: None,
+            config,
+            prompts,
+            discoveries: None,
+        }
+    }
+
+    /// Where SYNC reports what the spec phases' agents found (`report_discovery`) once the plan
+    /// is stored: each finding becomes a discovery of the synced task it concerns —
+    /// deduplicated against the plan and bounded by the service's limits (see
+    /// [`DiscoveryService::report_findings`]). Without one, SYNC lists the findings in its
+    /// output as not reported.
+    pub fn with_discoveries(mut self, service: DiscoveryService) -> Self {
+        self.discoveries = Some(service);
+        self
     }
 
     /// Replaces the evaluator (for example with one that adds an LLM judge).
@@ -280,8 +303,12 @@ impl SpecRunner {
                 budget: budget.clone(),
             };
             let result = self.executor.execute(&ctx).instrument(tracing::info_span!("spec_attempt", attempt)).await;
+            let mut findings = Vec::new();
             let output = match result {
-                Ok(a) => PhaseOutput::parse(phase, &a.output),
+                Ok(a) => {
+                    findings = a.findings;
+                    PhaseOutput::parse(phase, &a.output)
+                }
                 Err(PhaseError::Llm(e @ LlmError::OutputMismatch { .. })) => Err(e),
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(%phase, attempt, error = %e, "transient failure");
@@ -325,6 +352,7 @@ impl SpecRunner {
                             attempts: attempt,
                             usage: budget.recorded(),
                             passed_at: self.clock.now(),
+                            findings,
                         };
                         self.specs.save_checkpoint(id, checkpoint).await?;
                         return Ok(());
@@ -406,6 +434,7 @@ impl SpecRunner {
         }
         let outcome = self.specs.sync(id, &plan).await.map_err(SyncError::Store)?;
         tracing::info!(spec = %id, tickets_created = outcome.tickets_created, tasks_created = outcome.tasks_created, "plan materialized");
+        out.discoveries = findings::report(self.discoveries.as_ref(), spec, &plan, &outcome).await?;
         out.materialized = Some(outcome);
         let checkpoint = PhaseCheckpoint {
             phase,
@@ -414,6 +443,7 @@ impl SpecRunner {
             attempts: 1,
             usage: Default::default(),
             passed_at: self.clock.now(),
+            findings: Vec::new(),
         };
         self.specs.save_checkpoint(id, checkpoint).await?;
         Ok(())

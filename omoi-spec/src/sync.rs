@@ -443,6 +443,7 @@ pub fn analyze(tasks: &TasksOutput, requirements: &RequirementsOutput) -> SyncOu
         blockers,
         recommendations,
         materialized: None,
+        discoveries: Vec::new(),
     }
 }
 

@@ -342,6 +342,49 @@ pub fn fingerprint(kind: DiscoveryKind, title: &str, description: &str) -> Strin
     format!("{h:016x}")
 }
 
+/// New work as an agent reports it (the `report_discovery` tool's arguments), before it is
+/// tied to a source task: a task agent's report becomes a [`NewDiscovery`] of its task at once;
+/// a spec phase's (before any task exists) is kept in the phase's checkpoint and reported when
+/// SYNC has stored the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ReportedDiscovery {
+    /// What kind of work.
+    pub kind: DiscoveryKind,
+    /// Short title.
+    pub title: String,
+    /// What was found and why it matters.
+    pub description: String,
+    /// Whether it is more urgent than the task that found it.
+    #[serde(default)]
+    pub priority_boost: bool,
+    /// When the work it asks for is done (required).
+    pub done_definition: String,
+    /// Files involved.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Whether the work after this task must wait for it (default: by kind).
+    #[serde(default)]
+    pub blocking: Option<bool>,
+    /// This task cannot go on until the branch is done: it stops, is re-queued behind the
+    /// branch, and runs again once the branch completes (implies blocking).
+    #[serde(default)]
+    pub requeue: bool,
+}
+
+impl ReportedDiscovery {
+    /// The report as a [`NewDiscovery`] of `source`.
+    pub fn to_new(&self, source: TaskId) -> NewDiscovery {
+        let new = NewDiscovery::new(source, self.kind, &self.title, &self.description, &self.done_definition)
+            .boosted(self.priority_boost)
+            .evidence(Evidence { files: self.files.clone(), ..Evidence::default() });
+        let new = match self.blocking {
+            Some(b) => new.blocking(b),
+            None => new,
+        };
+        if self.requeue { new.requeue_source() } else { new }
+    }
+}
+
 /// A recorded discovery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Discovery {

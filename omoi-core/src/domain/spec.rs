@@ -46,6 +46,10 @@ pub struct PhaseCheckpoint {
     pub usage: Usage,
     /// When it passed.
     pub passed_at: DateTime<Utc>,
+    /// New work its agent reported (`report_discovery`) before the plan existed; SYNC reports
+    /// each as a discovery of the stored plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<super::discovery::ReportedDiscovery>,
 }
 
 /// A stored spec.

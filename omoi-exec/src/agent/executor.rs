@@ -406,6 +406,8 @@ fn outcome_to_finish(o: &AgentOutcome) -> Result<super::tools::FinishArgs, ExecE
         // retried by another run, and the sandbox is destroyed on the way out.
         (StopCause::Stopped { by, message }, _) => Err(ExecError::retryable(format!("stopped by {by}: {message}"))),
         (StopCause::Cancelled, _) => Err(ExecError::retryable("cancelled")),
+        // The store already re-queued the task (its lease ended): nothing left to report.
+        (StopCause::Requeued, _) => Err(ExecError::retryable("re-queued behind a blocking discovery's branch")),
         (StopCause::ModelStopped, _) => Err(ExecError::retryable("the model stopped without calling finish")),
         (StopCause::TooManyErrors(n), _) => Err(ExecError::retryable(format!("{n} tool calls failed in a row"))),
         (StopCause::Finished, None) => Err(ExecError::retryable("finished without a result")),

@@ -15,11 +15,12 @@ mod tools;
 mod verdict;
 
 pub use budget::{Budget, BudgetExceeded, BudgetLimits, CallGate};
-pub use discovery::{DiscoveryReporter, to_new_discovery};
+pub use discovery::{DiscoveryReporter, Reply, to_new_discovery};
 pub use executor::AgentExecutor;
 pub use mailbox::{Mailboxes, Severity, Steering};
+pub use omoi_core::ReportedDiscovery;
 pub use policy::{READONLY_GIT, READONLY_PROGRAMS, ToolName, ToolPolicy, readonly_argv_allowed};
 pub use result::{AgentResult, DiscoveryNote, RevisionNote, mergeable_branches};
 pub use run::{AgentError, AgentOutcome, AgentRun, FinishCheck, StopCause};
-pub use tools::{FinishArgs, ReportedDiscovery};
+pub use tools::FinishArgs;
 pub use verdict::{CommandRun, ValidationVerdict, claimed_pass};

@@ -25,8 +25,9 @@ use super::discovery::DiscoveryReporter;
 use super::guard::RepeatGuard;
 use super::mailbox::{Mailboxes, Severity};
 use super::policy::{ToolName, ToolPolicy};
-use super::tools::{self, FinishArgs, ReportedDiscovery, ToolOutcome, ToolRunner};
+use super::tools::{self, FinishArgs, ToolOutcome, ToolRunner};
 use super::verdict::{CommandRun, RunLog, check_validation_finish};
+use omoi_core::ReportedDiscovery;
 
 /// Why a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +49,9 @@ pub enum StopCause {
     TooManyErrors(u32),
     /// The caller cancelled the run (shutdown, lost lease).
     Cancelled,
+    /// A blocking discovery re-queued the task behind its branch (`report_discovery` with
+    /// `requeue`): its lease ended, and it runs again once the branch completes.
+    Requeued,
 }
 
 /// What a run produced.
@@ -314,6 +318,10 @@ impl AgentRun<'_> {
                 results.push(ContentBlock::ToolResult { tool_use_id: call.id.clone(), content: text, is_error });
             }
             messages.push(Message { role: Role::User, content: results });
+            if matches!(out.stop, StopCause::Requeued) {
+                rec.step("requeued", json!({})).await?;
+                return Ok(out);
+            }
             if out.finish.is_some() {
                 out.stop = StopCause::Finished;
                 return Ok(out);
@@ -351,7 +359,12 @@ impl AgentRun<'_> {
             ToolOutcome::Discovery(d) => {
                 let (text, is_error) = match self.discoveries {
                     Some(reporter) => match reporter.report(self.task_id, &d).await {
-                        Ok(text) => (text, false),
+                        Ok(reply) => {
+                            if reply.requeued {
+                                out.stop = StopCause::Requeued;
+                            }
+                            (reply.text, false)
+                        }
                         Err(why) => (format!("discovery not recorded: {why}"), true),
                     },
                     None => {

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use omoi_core::{DiscoveryKind, ExecOutput, ExecRequest, Sandbox, SandboxError, ToolCall, ToolSpec, WorkspacePath};
+use omoi_core::{
+    DiscoveryKind, ExecOutput, ExecRequest, ReportedDiscovery, Sandbox, SandboxError, ToolCall, ToolSpec, WorkspacePath,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -19,28 +21,6 @@ pub struct FinishArgs {
     /// Structured result: free-form for tasks, the phase's typed output for spec phases.
     #[serde(default)]
     pub output: Value,
-}
-
-/// New work an agent found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReportedDiscovery {
-    /// What kind of work.
-    pub kind: DiscoveryKind,
-    /// Short title.
-    pub title: String,
-    /// What was found and why it matters.
-    pub description: String,
-    /// Whether it is more urgent than the task that found it.
-    #[serde(default)]
-    pub priority_boost: bool,
-    /// When the work it asks for is done (required).
-    pub done_definition: String,
-    /// Files involved.
-    #[serde(default)]
-    pub files: Vec<String>,
-    /// Whether the work after this task must wait for it (default: by kind).
-    #[serde(default)]
-    pub blocking: Option<bool>,
 }
 
 /// The result of one tool call.
@@ -103,6 +83,8 @@ pub(crate) fn spec(tool: ToolName, finish_output: Option<&Value>) -> ToolSpec {
                 "done_definition": {"type": "string", "description": "when the new work is done"},
                 "files": {"type": "array", "items": {"type": "string"}, "description": "files involved"},
                 "blocking": {"type": "boolean", "description": "work after this task must wait for it"},
+                "requeue": {"type": "boolean", "description": "this task cannot go on until the new work is done: \
+                    it stops now and runs again after it (implies blocking)"},
                 "priority_boost": {"type": "boolean"}},
                 "required": ["kind", "title", "description", "done_definition"]}),
         ),

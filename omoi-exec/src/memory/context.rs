@@ -223,6 +223,7 @@ mod tests {
                 attempts: 1,
                 usage: Default::default(),
                 passed_at: now,
+                findings: Vec::new(),
             };
             spec.checkpoints.insert(phase, checkpoint);
         }

@@ -197,6 +197,13 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// The discovery service agents and SYNC report through: deduplicated (semantically with
+    /// a hashing embedder) and bounded by the `discovery` config section.
+    fn discovery_service(&self) -> DiscoveryService {
+        DiscoveryService::new(self.discoveries.clone(), self.tasks.clone(), &self.config.discovery)
+            .with_embedder(Arc::new(HashingEmbedder::new(256)))
+    }
+
     /// The orchestrator, or the first setting that is wrong (a [`ConfigError`] naming the
     /// field) or missing.
     pub fn build(self) -> Result<Orchestrator, BuildError> {
@@ -227,10 +234,7 @@ impl OrchestratorBuilder {
                 .with_interventions(self.interventions.clone())
                 // Discoveries (an agent's report_discovery, a failed validation's revision)
                 // branch the graph, deduplicated and bounded by the `discovery` config.
-                .with_discoveries(
-                    DiscoveryService::new(self.discoveries.clone(), self.tasks.clone(), &self.config.discovery)
-                        .with_embedder(Arc::new(HashingEmbedder::new(256))),
-                );
+                .with_discoveries(self.discovery_service());
                 if let Some((repo, base)) = &self.origin {
                     agent = agent.with_origin(repo.clone(), base.clone());
                 }
@@ -269,6 +273,8 @@ impl OrchestratorBuilder {
         };
         let spec_runner = phases.map(|p| {
             SpecRunner::new(self.specs.clone(), self.events.clone(), self.clock.clone(), p, self.config.spec.clone())
+                // What the spec phases' agents found is branched into the plan at SYNC.
+                .with_discoveries(self.discovery_service())
         });
         let mut workers = Vec::with_capacity(self.workers);
         for i in (0..self.workers).filter(|_| executor.is_some()) {

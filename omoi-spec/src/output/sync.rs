@@ -28,6 +28,10 @@ pub struct SyncOutput {
     /// Ticket and task ids by local id, once materialized.
     #[serde(default)]
     pub materialized: Option<SyncOutcome>,
+    /// What became of each finding the spec phases' agents reported, once the plan was stored
+    /// (`branched as TSK-001.1`, `duplicate of task …`, `refused: …`), one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discoveries: Vec<String>,
 }
 
 /// Results of the sync checks.

@@ -362,6 +362,7 @@ mod tests {
             attempts: 2,
             usage: Usage { input_tokens: 1, output_tokens: 2, cost_usd: 0.5 },
             passed_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            findings: Vec::new(),
         };
         let back: PhaseCheckpoint = from_json("checkpoint", &json(&cp).unwrap()).unwrap();
         assert_eq!(back, cp);

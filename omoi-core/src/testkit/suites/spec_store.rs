@@ -57,6 +57,16 @@ fn checkpoint(phase: SpecPhase, score: f64, at: chrono::DateTime<chrono::Utc>) -
         attempts: 2,
         usage: Usage { input_tokens: 100, output_tokens: 50, cost_usd: 0.25 },
         passed_at: at,
+        findings: vec![crate::discovery::ReportedDiscovery {
+            kind: crate::discovery::DiscoveryKind::TechnicalDebt,
+            title: "strings.py has no tests".into(),
+            description: "nothing tests title_case".into(),
+            priority_boost: false,
+            done_definition: "title_case is tested".into(),
+            files: vec!["pkg/strings.py".into()],
+            blocking: Some(false),
+            requeue: false,
+        }],
     }
 }
 
@@ -366,8 +376,9 @@ pub async fn sync_of_a_dependency_added_to_a_running_or_completed_task_is_refuse
     add_dependency(&mut plan, "TSK-001", "TSK-005");
     match h.specs.sync(id, &plan).await {
         Err(StoreError::SyncConflict(c)) => {
-            let SyncConflict { task, id: stored, state, added, removed, .. } = *c;
+            let SyncConflict { task, id: stored, state, added, removed, reason } = *c;
             assert_eq!((task.as_str(), stored, state), ("TSK-001", t1, TaskState::Running));
+            assert_eq!(reason, crate::error::SyncConflictReason::Started);
             assert_eq!((added, removed), (vec!["TSK-005".to_owned()], Vec::<String>::new()));
         }
         other => panic!("expected SyncConflict, got {other:?}"),
@@ -383,7 +394,9 @@ pub async fn sync_of_a_dependency_added_to_a_running_or_completed_task_is_refuse
     let at = dropped.tasks.iter().position(|t| t.local_id == "TSK-002").unwrap();
     dropped.tasks[at].depends_on.clear();
     match h.specs.sync(id, &dropped).await {
-        Err(e @ StoreError::SyncConflict(_)) => assert!(e.to_string().contains("TSK-002"), "{e}"),
+        Err(StoreError::SyncConflict(e)) if e.reason == crate::error::SyncConflictReason::Removed => {
+            assert!(e.to_string().contains("TSK-002"), "{e}")
+        }
         other => panic!("expected SyncConflict, got {other:?}"),
     }
     assert_eq!(h.spec_tasks(id).await.len(), 4, "nothing was synced");
