@@ -6,10 +6,10 @@
 //! - **vector**: the HNSW index in distance order (`hnsw.ef_search` and `hnsw.iterative_scan`
 //!   are set on every connection, see `PostgresStoreBuilder::connect`), `LIMIT n`;
 //! - **keyword**: `ts_rank` has no index, so it only ranks a bounded candidate set found
-//!   through the GIN index, tier by tier of how many query terms a memory holds — up to `n`
-//!   memories holding every term, up to `n` holding at least two (queries of up to
-//!   [`PAIR_TERMS`] terms), and as many holding any as it takes to reach `n` (none when the
-//!   first two tiers found `n`: that scan is skipped). `ts_rank` orders by the terms matched
+//!   through the GIN index, in disjoint tiers of how many query terms a memory holds — up to
+//!   `n` memories holding every term, up to `n` holding at least two but not all (queries of up
+//!   to [`PAIR_TERMS`] terms), and as many of the rest holding any as it takes to reach `n`
+//!   (none when the first two tiers found `n`: that scan is skipped). `ts_rank` orders by the terms matched
 //!   first (it has no IDF), so the top `n` among these candidates are the top `n` of a full
 //!   ranking up to ties within a tier. Ranking every match instead cost 48 ms at 100k
 //!   memories (see BENCHMARKS.md).
@@ -74,12 +74,12 @@ macro_rules! keyword_ctes {
              FROM memories m, q WHERE m.search @@ q.every \
              AND (cardinality($4::text[]) = 0 OR m.kind = ANY($4)) LIMIT $5), \
          two_terms AS MATERIALIZED (SELECT m.id, ts_rank(m.search, q.any)::float8 AS krank \
-             FROM memories m, q WHERE m.search @@ q.pairs \
+             FROM memories m, q WHERE m.search @@ q.pairs AND NOT m.search @@ q.every \
              AND (cardinality($4::text[]) = 0 OR m.kind = ANY($4)) LIMIT $5), \
          any_term AS MATERIALIZED (SELECT m.id, ts_rank(m.search, q.any)::float8 AS krank \
-             FROM memories m, q WHERE m.search @@ q.any \
+             FROM memories m, q WHERE m.search @@ q.any AND NOT m.search @@ q.pairs \
              AND (cardinality($4::text[]) = 0 OR m.kind = ANY($4)) \
-             LIMIT greatest($5 - (SELECT count(*) FROM (SELECT id FROM every_term UNION SELECT id FROM two_terms) t), 0)), \
+             LIMIT greatest($5 - (SELECT count(*) FROM every_term) - (SELECT count(*) FROM two_terms), 0)), \
          kw AS MATERIALIZED (SELECT id, krank, row_number() OVER (ORDER BY krank DESC, id) AS kr FROM \
              (SELECT id, krank FROM every_term UNION SELECT id, krank FROM two_terms \
               UNION SELECT id, krank FROM any_term ORDER BY krank DESC, id LIMIT $5) k)"
