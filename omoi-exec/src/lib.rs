@@ -61,7 +61,13 @@
 //! - [`synthesis`]: predecessor results merged into a task's context.
 //! - [`git`]: task branches, workspaces seeded by bundle, conflict-ordered merges.
 //! - [`spec_agent`]: spec phases as read-only exploration agents over a repository.
-//! - [`orchestrator`]: the [`Orchestrator`] over one store value.
+//! - [`memory`]: the context every task starts with (requirements, design, feedback, relevant
+//!   memories) and the lessons written back after it; [`OrchestratorBuilder::memory`] gives it
+//!   to an orchestrator's agents and agentic spec phases.
+//! - [`orchestrator`]: the [`Orchestrator`] over one store value; its agents read the
+//!   interventions recorded in that store between turns, and
+//!   [`OrchestratorBuilder::background`] runs services such as the monitoring loop of
+//!   `omoi-monitor` beside the workers.
 //! - `llm` (features below): the LLM adapters.
 //!
 //! | feature | what it adds |

@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! cargo run --release -p omoi-benches --bin memory_search -- \
-//!     --backend postgres|sqlite|memory [--memories N] [--dims D] [--queries Q] [--url URL]
+//!     --backend postgres|sqlite|memory [--memories N] [--dims D] [--queries Q] [--url URL] \
+//!     [--keep SCHEMA]
 //! ```
 //!
 //! Stores N synthetic memories (default 100,000) of D dimensions (default 384) through the
 //! store's `put_memory` (8 writers at once; timed separately as `load_s`), then runs Q queries
-//! (default 200) one after another and prints one JSON line:
+//! (default 200) one after another, mode by mode (a warm-up pass over every query, then the
+//! measured pass), and prints one JSON line:
 //!
 //! `{"backend","memories","dims","queries","load_s","hybrid_p50_ms","hybrid_p99_ms","vector_p50_ms","vector_p99_ms","recall_at_10"}`
 //!
@@ -20,21 +22,29 @@
 //! - `vector_*` and `recall_at_10`: vector mode, limit 10, against the exact top 10 by cosine
 //!   computed in the harness over all N vectors: recall@10 is the mean fraction of the exact top
 //!   10 the store returned (1.0 by construction for the exact-scan adapters).
+//! - Postgres only, the baseline in the same run: `rank_all_keyword_*` is the keyword query the
+//!   store ran before its candidates were bounded (every memory holding any term ranked by
+//!   `ts_rank`, top 20), timed on its own with raw SQL; `keyword_*` is the store's keyword mode
+//!   with the same limit (20, a hybrid search's candidates), and `keyword_overlap` the mean
+//!   fraction of the baseline's top 20 it returned.
 //!
 //! Postgres uses a fresh schema (HNSW `vector_cosine_ops`, pgvector defaults m = 16,
-//! ef_construction = 64, ef_search = 40), dropped afterwards; SQLite a temporary file.
+//! ef_construction = 64), dropped afterwards — or, with `--keep SCHEMA`, that schema, kept: a
+//! second run with the same sizes finds the memories there (their ids are derived from the
+//! seed) and measures the queries without loading again (`load_s` is then `null`). SQLite uses
+//! a temporary file.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use omoi_core::memory::cosine;
-use omoi_core::{MemoryKind, MemoryQuery, MemoryStore, NewMemory, SearchMode, StoreError};
+use omoi_core::{MemoryId, MemoryKind, MemoryQuery, MemoryStore, NewMemory, SearchMode, StoreError};
 use omoi_store::InMemoryStore;
 use serde_json::json;
 
-const USAGE: &str =
-    "usage: memory_search --backend memory|sqlite|postgres [--memories N] [--dims D] [--queries Q] [--url URL]";
+const USAGE: &str = "usage: memory_search --backend memory|sqlite|postgres [--memories N] [--dims D] [--queries Q] \
+                     [--url URL] [--keep SCHEMA]";
 
 #[derive(Debug)]
 struct Args {
@@ -43,10 +53,11 @@ struct Args {
     dims: usize,
     queries: usize,
     url: Option<String>,
+    keep: Option<String>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args { backend: String::new(), memories: 100_000, dims: 384, queries: 200, url: None };
+    let mut a = Args { backend: String::new(), memories: 100_000, dims: 384, queries: 200, url: None, keep: None };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || match value.parse::<usize>() {
@@ -59,6 +70,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--dims" => a.dims = number()?,
             "--queries" => a.queries = number()?,
             "--url" => a.url = Some(value.clone()),
+            "--keep" => a.keep = Some(value.clone()),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -151,13 +163,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn load(store: Arc<dyn MemoryStore>, c: &Corpus) -> Result<(Vec<omoi_core::MemoryId>, f64), StoreError> {
+/// The id of memory `i` of the corpus (derived from the seed, so a kept store is found again).
+fn memory_id(i: usize) -> MemoryId {
+    MemoryId::from_uuid(uuid::Uuid::from_u128(0x5eed_0000_0000_7000_8000_0000_0000_0000 + i as u128))
+}
+
+/// Whether `store` already holds the corpus (its first and last memory).
+async fn holds(store: &dyn MemoryStore, c: &Corpus) -> bool {
+    let last = c.memories.len() - 1;
+    store.get_memory(memory_id(0)).await.is_ok_and(|m| m.text == c.memories[0].0)
+        && store.get_memory(memory_id(last)).await.is_ok_and(|m| m.text == c.memories[last].0)
+}
+
+async fn load(store: Arc<dyn MemoryStore>, c: &Corpus) -> Result<(Vec<MemoryId>, f64), StoreError> {
     let start = Instant::now();
     let chunks: Vec<Vec<(usize, NewMemory)>> = {
         let mut chunks: Vec<Vec<(usize, NewMemory)>> = (0..8).map(|_| Vec::new()).collect();
         for (i, (text, v)) in c.memories.iter().enumerate() {
             let kind = MemoryKind::ALL[i % MemoryKind::ALL.len()];
-            chunks[i % 8].push((i, NewMemory::new(kind, text.clone(), v.clone())));
+            let mut m = NewMemory::new(kind, text.clone(), v.clone());
+            m.id = memory_id(i);
+            chunks[i % 8].push((i, m));
         }
         chunks
     };
@@ -176,7 +202,7 @@ async fn load(store: Arc<dyn MemoryStore>, c: &Corpus) -> Result<(Vec<omoi_core:
             Ok::<_, StoreError>(ids)
         }));
     }
-    let mut ids = vec![omoi_core::MemoryId::new(); total];
+    let mut ids = vec![MemoryId::new(); total];
     for h in handles {
         for (i, id) in h.await.expect("a loader panicked")? {
             ids[i] = id;
@@ -185,12 +211,71 @@ async fn load(store: Arc<dyn MemoryStore>, c: &Corpus) -> Result<(Vec<omoi_core:
     Ok((ids, start.elapsed().as_secs_f64()))
 }
 
-async fn measure(store: Arc<dyn MemoryStore>, name: &str, a: &Args) -> Result<serde_json::Value, StoreError> {
+/// A keyword search to compare the store's with, in the same run.
+#[async_trait::async_trait]
+trait Baseline: Sync {
+    /// The ids of the top 20 memories for `text`.
+    async fn top(&self, text: &str) -> Result<Vec<MemoryId>, StoreError>;
+}
+
+/// The keyword query before its candidates were bounded, as raw SQL over the store's schema.
+#[cfg(feature = "postgres")]
+struct RankAll {
+    pool: sqlx::PgPool,
+}
+
+#[cfg(feature = "postgres")]
+impl RankAll {
+    async fn connect(url: &str, schema: &str) -> Result<Self, StoreError> {
+        use std::str::FromStr;
+        let err = |e: sqlx::Error| StoreError::InvalidInput(e.to_string());
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)
+            .map_err(err)?
+            .options([("search_path", format!("{schema},public"))]);
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await.map_err(err)?;
+        Ok(Self { pool })
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[async_trait::async_trait]
+impl Baseline for RankAll {
+    /// The ids of the top 20 memories holding any term of `text`, by `ts_rank`.
+    async fn top(&self, text: &str) -> Result<Vec<MemoryId>, StoreError> {
+        let mut ts = omoi_core::memory::terms(text);
+        ts.sort();
+        ts.dedup();
+        let any = ts.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(" | ");
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT m.id FROM memories m, to_tsquery('english', $1) q WHERE m.search @@ q \
+              ORDER BY ts_rank(m.search, q) DESC, m.id LIMIT 20",
+        )
+        .bind(any)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        Ok(ids.into_iter().map(MemoryId::from_uuid).collect())
+    }
+}
+
+async fn measure(
+    store: Arc<dyn MemoryStore>,
+    name: &str,
+    a: &Args,
+    baseline: Option<&dyn Baseline>,
+) -> Result<serde_json::Value, StoreError> {
     eprintln!("[memory_search] generating {} memories of {} dims", a.memories, a.dims);
     let c = corpus(a);
-    let (ids, load_s) = load(store.clone(), &c).await?;
-    eprintln!("[memory_search] loaded in {load_s:.1} s; computing the exact top 10 of each query");
-    let exact: Vec<Vec<omoi_core::MemoryId>> = c
+    let (ids, load_s) = if holds(store.as_ref(), &c).await {
+        eprintln!("[memory_search] the store already holds them; not loading");
+        ((0..c.memories.len()).map(memory_id).collect(), None)
+    } else {
+        let (ids, s) = load(store.clone(), &c).await?;
+        eprintln!("[memory_search] loaded in {s:.1} s");
+        (ids, Some((s * 10.0).round() / 10.0))
+    };
+    eprintln!("[memory_search] computing the exact top 10 of each query");
+    let exact: Vec<Vec<MemoryId>> = c
         .queries
         .iter()
         .map(|(_, q)| {
@@ -200,24 +285,60 @@ async fn measure(store: Arc<dyn MemoryStore>, name: &str, a: &Args) -> Result<se
             scored[..10].iter().map(|(_, i)| ids[*i]).collect()
         })
         .collect();
-    // One warm-up pass of each mode, then the measured one.
+    // Each mode on its own: a warm-up pass over every query, then the measured pass, so each
+    // meets the same cache (the working set is larger than Postgres' shared buffers here).
     let (mut hybrid, mut vector, mut recall) = (Vec::new(), Vec::new(), 0.0);
+    let (mut keyword, mut rank_all, mut overlap) = (Vec::new(), Vec::new(), 0.0);
+    let timed = async |mode: SearchMode, limit: usize, text: &str, q: &[f32]| {
+        let query = MemoryQuery::hybrid(text, q.to_vec()).with_limit(limit).with_mode(mode);
+        let t = Instant::now();
+        let found = store.search_memories(&query).await?;
+        Ok::<_, StoreError>((t.elapsed().as_secs_f64() * 1e3, found))
+    };
+    for pass in 0..2 {
+        for (text, q) in &c.queries {
+            let (ms, _) = timed(SearchMode::Hybrid, 10, text, q).await?;
+            if pass == 1 {
+                hybrid.push(ms);
+            }
+        }
+    }
     for pass in 0..2 {
         for (i, (text, q)) in c.queries.iter().enumerate() {
-            let query = MemoryQuery::hybrid(text.as_str(), q.clone()).with_limit(10);
-            let t = Instant::now();
-            store.search_memories(&query).await?;
-            let h = t.elapsed().as_secs_f64() * 1e3;
-            let t = Instant::now();
-            let found = store.search_memories(&query.clone().with_mode(SearchMode::Vector)).await?;
-            let v = t.elapsed().as_secs_f64() * 1e3;
+            let (ms, found) = timed(SearchMode::Vector, 10, text, q).await?;
             if pass == 1 {
-                hybrid.push(h);
-                vector.push(v);
+                vector.push(ms);
                 recall += found.iter().filter(|hit| exact[i].contains(&hit.memory.id)).count() as f64 / 10.0;
             }
         }
     }
+    if let Some(b) = baseline {
+        let mut tops = Vec::new();
+        for pass in 0..2 {
+            for (text, _) in &c.queries {
+                let t = Instant::now();
+                let top = b.top(text).await?;
+                if pass == 1 {
+                    rank_all.push(t.elapsed().as_secs_f64() * 1e3);
+                    tops.push(top);
+                }
+            }
+        }
+        for pass in 0..2 {
+            for (i, (text, q)) in c.queries.iter().enumerate() {
+                let (ms, found) = timed(SearchMode::Keyword, 20, text, q).await?;
+                if pass == 1 {
+                    keyword.push(ms);
+                    let same = found.iter().filter(|hit| tops[i].contains(&hit.memory.id)).count();
+                    overlap += same as f64 / tops[i].len().max(1) as f64;
+                }
+            }
+        }
+    }
+    let ms = |mut v: Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v.first().map(|_| (percentile(&v, p) * 100.0).round() / 100.0)
+    };
     hybrid.sort_by(f64::total_cmp);
     vector.sort_by(f64::total_cmp);
     Ok(json!({
@@ -225,19 +346,26 @@ async fn measure(store: Arc<dyn MemoryStore>, name: &str, a: &Args) -> Result<se
         "memories": a.memories,
         "dims": a.dims,
         "queries": a.queries,
-        "load_s": (load_s * 10.0).round() / 10.0,
+        "load_s": load_s,
         "hybrid_p50_ms": (percentile(&hybrid, 0.5) * 100.0).round() / 100.0,
         "hybrid_p99_ms": (percentile(&hybrid, 0.99) * 100.0).round() / 100.0,
         "vector_p50_ms": (percentile(&vector, 0.5) * 100.0).round() / 100.0,
         "vector_p99_ms": (percentile(&vector, 0.99) * 100.0).round() / 100.0,
         "recall_at_10": (recall / a.queries as f64 * 1000.0).round() / 1000.0,
+        "keyword_p50_ms": ms(keyword.clone(), 0.5),
+        "keyword_p99_ms": ms(keyword, 0.99),
+        "rank_all_keyword_p50_ms": ms(rank_all.clone(), 0.5),
+        "rank_all_keyword_p99_ms": ms(rank_all.clone(), 0.99),
+        "keyword_overlap": (!rank_all.is_empty()).then(|| (overlap / a.queries as f64 * 1000.0).round() / 1000.0),
     }))
 }
 
 async fn run(a: &Args) -> Result<serde_json::Value, String> {
     let err = |e: StoreError| e.to_string();
     match a.backend.as_str() {
-        "memory" => measure(Arc::new(InMemoryStore::new().with_dimensions(a.dims)), "memory", a).await.map_err(err),
+        "memory" => {
+            measure(Arc::new(InMemoryStore::new().with_dimensions(a.dims)), "memory", a, None).await.map_err(err)
+        }
         #[cfg(feature = "sqlite")]
         "sqlite" => {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -246,7 +374,7 @@ async fn run(a: &Args) -> Result<serde_json::Value, String> {
                 .open()
                 .await
                 .map_err(err)?;
-            measure(Arc::new(store), "sqlite", a).await.map_err(err)
+            measure(Arc::new(store), "sqlite", a, None).await.map_err(err)
         }
         #[cfg(feature = "postgres")]
         "postgres" => {
@@ -257,15 +385,19 @@ async fn run(a: &Args) -> Result<serde_json::Value, String> {
                 .ok_or("postgres needs --url or OMOI_TEST_POSTGRES_URL")?;
             let nanos =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-            let store = omoi_store::PostgresStore::builder(url)
-                .schema(format!("omoi_bench_mem_{}", nanos % 1_000_000_000_000))
+            let schema = a.keep.clone().unwrap_or_else(|| format!("omoi_bench_mem_{}", nanos % 1_000_000_000_000));
+            let store = omoi_store::PostgresStore::builder(url.clone())
+                .schema(schema.clone())
                 .dimensions(a.dims)
                 .max_connections(12)
                 .connect()
                 .await
                 .map_err(err)?;
-            let out = measure(Arc::new(store.clone()), "postgres", a).await;
-            store.drop_schema().await.map_err(err)?;
+            let baseline = RankAll::connect(&url, &schema).await.map_err(err)?;
+            let out = measure(Arc::new(store.clone()), "postgres", a, Some(&baseline)).await;
+            if a.keep.is_none() {
+                store.drop_schema().await.map_err(err)?;
+            }
             out.map_err(err)
         }
         other => Err(format!("backend {other} is not built in (crate features)")),

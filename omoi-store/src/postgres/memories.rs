@@ -1,5 +1,22 @@
 //! `MemoryStore` for the Postgres adapter: pgvector (HNSW, cosine) and a generated `tsvector`
 //! (GIN, any-term match ranked by `ts_rank`), fused with the shared RRF.
+//!
+//! Both halves are served by their index and bounded however many memories match:
+//!
+//! - **vector**: the HNSW index in distance order (`hnsw.ef_search` and `hnsw.iterative_scan`
+//!   are set on every connection, see `PostgresStoreBuilder::connect`), `LIMIT n`;
+//! - **keyword**: `ts_rank` has no index, so it only ranks a bounded candidate set found
+//!   through the GIN index, in disjoint tiers of how many query terms a memory holds — up to
+//!   `n` memories holding every term, up to `n` holding at least two but not all (queries of up
+//!   to [`PAIR_TERMS`] terms), and as many of the rest holding any as it takes to reach `n`
+//!   (none when the first two tiers found `n`: that scan is skipped). `ts_rank` orders by the terms matched
+//!   first (it has no IDF), so the top `n` among these candidates are the top `n` of a full
+//!   ranking up to ties within a tier. Ranking every match instead cost 48 ms at 100k
+//!   memories (see BENCHMARKS.md).
+//!
+//! A hybrid search runs both halves in one statement (one round trip, one backend) and returns
+//! each candidate once with its rank in each list; the lists are fused in Rust by the shared
+//! RRF ([`fuse_candidates`]).
 
 use std::sync::atomic::Ordering;
 
@@ -16,15 +33,58 @@ use super::error::{db, is_unique_violation};
 use super::rows::{self, get};
 use super::{PostgresStore, emit};
 
-/// The keyword query: every term of `text`, OR-ed (`'a' | 'b'`). Terms are runs of letters and
-/// digits (`omoi_core::memory::terms`), so they carry no tsquery syntax; quoting keeps them
-/// literal anyway.
-fn or_query(text: &str) -> Option<String> {
+/// Queries of at most this many terms also gather the memories holding at least two of them
+/// (an OR of every pair: 28 pairs at 8 terms).
+pub(super) const PAIR_TERMS: usize = 8;
+
+/// The keyword tiers of `text`: (every term AND-ed, every pair of terms OR-ed, every term
+/// OR-ed), e.g. `'a' & 'b'`, `'a' & 'b'` and `'a' | 'b'`. Terms are runs of letters and digits
+/// (`omoi_core::memory::terms`), so they carry no tsquery syntax; quoting keeps them literal
+/// anyway. Beyond [`PAIR_TERMS`] terms the pair tier repeats the every-term tier.
+fn keyword_tiers(text: &str) -> Option<(String, String, String)> {
     let mut ts = terms(text);
     ts.sort();
     ts.dedup();
     let quoted: Vec<String> = ts.iter().map(|t| format!("'{}'", t.replace('\'', ""))).collect();
-    (!quoted.is_empty()).then(|| quoted.join(" | "))
+    if quoted.is_empty() {
+        return None;
+    }
+    let every = quoted.join(" & ");
+    let pairs = if quoted.len() > 2 && quoted.len() <= PAIR_TERMS {
+        let mut pairs = Vec::new();
+        for (i, a) in quoted.iter().enumerate() {
+            for b in &quoted[i + 1..] {
+                pairs.push(format!("({a} & {b})"));
+            }
+        }
+        pairs.join(" | ")
+    } else {
+        every.clone()
+    };
+    Some((every, pairs, quoted.join(" | ")))
+}
+
+/// The keyword candidate tiers (each ranked by `ts_rank` as its rows are read, so no memory is
+/// read twice) and their ranking, as CTEs ending in `kw (id, krank, kr)`: `$1`,
+/// `$2`, `$3` the tiers of [`keyword_tiers`], `$4` the kinds (empty: any), `$5` the limit.
+macro_rules! keyword_ctes {
+    () => {
+        "q AS (SELECT to_tsquery('english', $1) AS every, to_tsquery('english', $2) AS pairs, \
+                      to_tsquery('english', $3) AS any), \
+         every_term AS MATERIALIZED (SELECT m.id, ts_rank(m.search, q.any)::float8 AS krank \
+             FROM memories m, q WHERE m.search @@ q.every \
+             AND (cardinality($4::text[]) = 0 OR m.kind = ANY($4)) LIMIT $5), \
+         two_terms AS MATERIALIZED (SELECT m.id, ts_rank(m.search, q.any)::float8 AS krank \
+             FROM memories m, q WHERE m.search @@ q.pairs AND NOT m.search @@ q.every \
+             AND (cardinality($4::text[]) = 0 OR m.kind = ANY($4)) LIMIT $5), \
+         any_term AS MATERIALIZED (SELECT m.id, ts_rank(m.search, q.any)::float8 AS krank \
+             FROM memories m, q WHERE m.search @@ q.any AND NOT m.search @@ q.pairs \
+             AND (cardinality($4::text[]) = 0 OR m.kind = ANY($4)) \
+             LIMIT greatest($5 - (SELECT count(*) FROM every_term) - (SELECT count(*) FROM two_terms), 0)), \
+         kw AS MATERIALIZED (SELECT id, krank, row_number() OVER (ORDER BY krank DESC, id) AS kr FROM \
+             (SELECT id, krank FROM every_term UNION SELECT id, krank FROM two_terms \
+              UNION SELECT id, krank FROM any_term ORDER BY krank DESC, id LIMIT $5) k)"
+    };
 }
 
 impl PostgresStore {
@@ -111,21 +171,64 @@ impl PostgresStore {
             .collect()
     }
 
-    /// Memories containing any query term, best `ts_rank` first (ties by id), at most `n`.
+    /// Memories containing any query term, best `ts_rank` first (ties by id), at most `n`,
+    /// ranked among the bounded candidate tiers of the module docs.
     async fn keyword_hits(&self, q: &MemoryQuery, n: i64) -> Result<Vec<(PgRow, f64)>, StoreError> {
-        let Some(tsq) = or_query(&q.text) else { return Ok(Vec::new()) };
-        let rows = sqlx::query(
-            "SELECT m.*, ts_rank(m.search, q)::float8 AS rank FROM memories m, to_tsquery('english', $1) q \
-              WHERE m.search @@ q AND (cardinality($2::text[]) = 0 OR m.kind = ANY($2)) \
-              ORDER BY rank DESC, m.id LIMIT $3",
-        )
-        .bind(tsq)
+        let Some((every, pairs, any)) = keyword_tiers(&q.text) else { return Ok(Vec::new()) };
+        let rows = sqlx::query(concat!(
+            "WITH ",
+            keyword_ctes!(),
+            " SELECT m.*, kw.krank FROM kw JOIN memories m USING (id) ORDER BY kw.kr"
+        ))
+        .bind(every)
+        .bind(pairs)
+        .bind(any)
         .bind(Self::kinds(q))
         .bind(n)
         .fetch_all(self.pool())
         .await
         .map_err(db)?;
-        rows.into_iter().map(|r| Ok((get::<f64>(&r, "rank")?, r))).map(|x| x.map(|(s, r)| (r, s))).collect()
+        rows.into_iter().map(|r| Ok((get::<f64>(&r, "krank")?, r))).map(|x| x.map(|(s, r)| (r, s))).collect()
+    }
+
+    /// Both halves of a hybrid search in one statement: each candidate once, with its rank in
+    /// the vector list (best cosine first, ties by id) and in the keyword list, at most `n` in
+    /// each. `None` when the text has no keyword terms (then only the vector half applies).
+    async fn hybrid_hits(
+        &self,
+        q: &MemoryQuery,
+        e: &[f32],
+        n: i64,
+    ) -> Result<Option<Vec<(PgRow, Option<usize>, Option<usize>)>>, StoreError> {
+        let Some((every, pairs, any)) = keyword_tiers(&q.text) else { return Ok(None) };
+        let rows = sqlx::query(concat!(
+            "WITH ",
+            keyword_ctes!(),
+            ", vec AS MATERIALIZED (SELECT id, row_number() OVER (ORDER BY d, id) AS vr FROM \
+                 (SELECT id, embedding <=> $6 AS d FROM memories \
+                   WHERE cardinality($4::text[]) = 0 OR kind = ANY($4) ORDER BY embedding <=> $6, id LIMIT $5) v) \
+             SELECT m.*, vec.vr, kw.kr FROM (SELECT id FROM vec UNION SELECT id FROM kw) c \
+               JOIN memories m USING (id) LEFT JOIN vec USING (id) LEFT JOIN kw USING (id)"
+        ))
+        .bind(every)
+        .bind(pairs)
+        .bind(any)
+        .bind(Self::kinds(q))
+        .bind(n)
+        .bind(Vector::from(e.to_vec()))
+        .fetch_all(self.pool())
+        .await
+        .map_err(db)?;
+        let rank = |r: &PgRow, col: &str| -> Result<Option<usize>, StoreError> {
+            Ok(get::<Option<i64>>(r, col)?.and_then(|x| usize::try_from(x).ok()))
+        };
+        rows.into_iter()
+            .map(|r| {
+                let (vr, kr) = (rank(&r, "vr")?, rank(&r, "kr")?);
+                Ok((r, vr, kr))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(Some)
     }
 }
 
@@ -250,7 +353,31 @@ impl MemoryStore for PostgresStore {
                 keyword.iter().enumerate().map(|(r, (row, s))| hit(row, *s, None, Some(r + 1))).collect()
             }
             SearchMode::Hybrid => {
-                // The two lists on two connections at once.
+                let both = match embedding {
+                    Some(e) if self.inner.dims.load(Ordering::Relaxed) != 0 => self.hybrid_hits(q, e, n).await?,
+                    _ => None,
+                };
+                if let Some(rows) = both {
+                    let ordered = |rank: fn(&(PgRow, Option<usize>, Option<usize>)) -> Option<usize>| {
+                        let mut ranked: Vec<(usize, &PgRow)> =
+                            rows.iter().filter_map(|row| Some((rank(row)?, &row.0))).collect();
+                        ranked.sort_by_key(|(r, _)| *r);
+                        ranked
+                            .into_iter()
+                            .map(|(_, row)| get::<Uuid>(row, "id").map(MemoryId::from_uuid))
+                            .collect::<Result<Vec<_>, StoreError>>()
+                    };
+                    let (vids, kids) = (ordered(|r| r.1)?, ordered(|r| r.2)?);
+                    let mut found: std::collections::HashMap<Uuid, &PgRow> = std::collections::HashMap::new();
+                    for (row, _, _) in &rows {
+                        found.insert(get(row, "id")?, row);
+                    }
+                    return fuse_candidates(q, vids, kids)
+                        .into_iter()
+                        .map(|(id, score, vr, kr)| hit(found[&id.as_uuid()], score, vr, kr))
+                        .collect();
+                }
+                // No keyword terms, or no vectors yet: whichever half applies.
                 let (vector, keyword) = futures::try_join!(vector_hits, self.keyword_hits(q, n))?;
                 let mut found: std::collections::HashMap<Uuid, &PgRow> = std::collections::HashMap::new();
                 let ids = |v: &[(PgRow, f64)]| -> Result<Vec<MemoryId>, StoreError> {
@@ -276,11 +403,19 @@ impl MemoryStore for PostgresStore {
 
 #[cfg(test)]
 mod tests {
-    use super::or_query;
+    use super::keyword_tiers;
 
     #[test]
-    fn keyword_query_ors_distinct_terms() {
-        assert_eq!(or_query("Pool-exhausted: pool DB!").as_deref(), Some("'db' | 'exhausted' | 'pool'"));
-        assert_eq!(or_query(" -- !! "), None);
+    fn keyword_tiers_and_every_term_or_every_pair_and_or_any_distinct_term() {
+        let (every, pairs, any) = keyword_tiers("Pool-exhausted: pool DB!").unwrap();
+        assert_eq!(every, "'db' & 'exhausted' & 'pool'");
+        assert_eq!(pairs, "('db' & 'exhausted') | ('db' & 'pool') | ('exhausted' & 'pool')");
+        assert_eq!(any, "'db' | 'exhausted' | 'pool'");
+        let (every, pairs, _) = keyword_tiers("one two").unwrap();
+        assert_eq!((every.as_str(), pairs.as_str()), ("'one' & 'two'", "'one' & 'two'"));
+        let long = "a1 a2 a3 a4 a5 a6 a7 a8 a9";
+        let (every, pairs, _) = keyword_tiers(long).unwrap();
+        assert_eq!(pairs, every, "beyond PAIR_TERMS terms there is no pair tier");
+        assert_eq!(keyword_tiers(" -- !! "), None);
     }
 }
