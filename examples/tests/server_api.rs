@@ -387,6 +387,7 @@ async fn the_openapi_document_describes_every_route() {
         "/api/interventions",
         "/api/cost",
         "/api/events",
+        "/api/events/recent",
         "/api/event-names",
         "/api/keys",
         "/api/keys/{id}",
@@ -397,4 +398,37 @@ async fn the_openapi_document_describes_every_route() {
     let (status, page) = env.call(Method::GET, "/", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("<html"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_events_by_name_are_the_projects_newest_first() {
+    let env = sqlite(Vec::new()).await;
+    let mine = NewTask::new("mine");
+    let theirs = NewTask::new("theirs");
+    let (m, t) = (mine.id, theirs.id);
+    env.insert_owned("alpha", vec![mine]).await;
+    env.insert_owned("beta", vec![theirs]).await;
+    let stuck = |task_id, repeats| Event::MonitorStuckDetected {
+        task_id,
+        agent_id: AgentId::new(),
+        rule: omoi_core::StuckRule::RepeatedFailure,
+        repeats,
+    };
+    let cursors = env.store.append_events(vec![stuck(m, 4), stuck(t, 4), stuck(m, 5)]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = env.get("/api/events/recent?names=monitor.stuck_detected,monitor.system_assessed").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["events"].as_array().unwrap().len() == 2 {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let got: Vec<u64> = body["events"].as_array().unwrap().iter().map(|e| e["cursor"].as_u64().unwrap()).collect();
+    assert_eq!(got, vec![cursors[2].0, cursors[0].0], "newest first, beta's left out");
+    let (_, one) = env.get("/api/events/recent?names=monitor.stuck_detected&limit=1").await;
+    assert_eq!(one["events"].as_array().unwrap().len(), 1);
+    let (status, err) = env.get("/api/events/recent?names=task.exploded").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
 }
