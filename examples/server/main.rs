@@ -24,11 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omoi_core::config::OmoiConfig;
-use omoi_core::{
-    AccessRole, AccessStore, AgentStore, ApiKeyId, DiscoveryStore, EventStore, InterventionStore, SpecStore,
-    SystemClock, TaskStore,
-};
-use omoi_examples::server::{Server, ServerOptions, auth};
+use omoi_core::{AccessRole, ApiKeyId, SystemClock};
+use omoi_examples::server::{Server, ServerOptions, ServerStore, auth};
 use omoi_exec::Orchestrator;
 use omoi_monitor::{HeartbeatMonitor, MonitoringLoop, Steerer, StuckMonitor};
 use omoi_sandbox::LocalSandboxProvider;
@@ -121,18 +118,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
 }
 
-async fn run<S>(store: S, args: Args) -> Result<(), Box<dyn Error>>
-where
-    S: TaskStore
-        + SpecStore
-        + EventStore
-        + AgentStore
-        + DiscoveryStore
-        + InterventionStore
-        + AccessStore
-        + Clone
-        + 'static,
-{
+async fn run<S: ServerStore>(store: S, args: Args) -> Result<(), Box<dyn Error>> {
     // Key management: one command, then exit.
     if let Some((project, role)) = &args.create_key {
         let (stored, key) = auth::create_key(&store, project, *role).await?;

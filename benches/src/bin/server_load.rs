@@ -31,11 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use omoi_core::{
-    AccessRole, AccessStore, AgentId, Event, EventStore, NewSpec, NewTask, SpecId, SpecStore, StoreError, Subject,
-    TaskFilter, TaskId, TaskStore,
-};
-use omoi_examples::server::Server;
+use omoi_core::{AccessRole, AgentId, Event, NewSpec, NewTask, SpecId, StoreError, Subject, TaskFilter, TaskId};
+use omoi_examples::server::{Server, ServerStore};
 use serde_json::json;
 
 const USAGE: &str = "usage: server_load --backend sqlite|postgres [--tasks N] [--seconds S] [--clients C] \
@@ -139,36 +136,21 @@ where
     Ok((all.len() as f64 / elapsed, all))
 }
 
+/// `GET url` with `key`, the body read to the end; an error unless it succeeded.
+async fn fetch(http: &reqwest::Client, url: String, key: &str) -> Result<(), String> {
+    let resp = http.get(&url).bearer_auth(key).send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: {}", resp.status()));
+    }
+    resp.bytes().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 fn micros_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
 }
 
-trait Store:
-    TaskStore
-    + SpecStore
-    + EventStore
-    + AccessStore
-    + omoi_core::AgentStore
-    + omoi_core::DiscoveryStore
-    + omoi_core::InterventionStore
-    + Clone
-    + 'static
-{
-}
-impl<S> Store for S where
-    S: TaskStore
-        + SpecStore
-        + EventStore
-        + AccessStore
-        + omoi_core::AgentStore
-        + omoi_core::DiscoveryStore
-        + omoi_core::InterventionStore
-        + Clone
-        + 'static
-{
-}
-
-async fn run<S: Store>(store: S, args: &Args, settings: serde_json::Value) -> Result<(), String> {
+async fn run<S: ServerStore>(store: S, args: &Args, settings: serde_json::Value) -> Result<(), String> {
     let e = |e: StoreError| e.to_string();
     // The data: one spec of N tasks owned by the benchmark's project.
     let project = "bench";
@@ -217,16 +199,7 @@ async fn run<S: Store>(store: S, args: &Args, settings: serde_json::Value) -> Re
     let (h, k, b, ids2) = (http.clone(), key.clone(), base.clone(), ids.clone());
     let (rps, lat) = hammer(args.clients, args.seconds, move |r| {
         let (h, k, b, ids) = (h.clone(), k.clone(), b.clone(), ids2.clone());
-        async move {
-            let after = ids[r % ids.len()];
-            let resp = h.get(format!("{b}/api/tasks?limit=100&after={after}")).bearer_auth(&k).send().await;
-            let resp = resp.map_err(|e| e.to_string())?;
-            if !resp.status().is_success() {
-                return Err(format!("list: {}", resp.status()));
-            }
-            resp.bytes().await.map_err(|e| e.to_string())?;
-            Ok(())
-        }
+        async move { fetch(&h, format!("{b}/api/tasks?limit=100&after={}", ids[r % ids.len()]), &k).await }
     })
     .await?;
     let (s, ids2) = (store.clone(), ids.clone());
@@ -249,15 +222,7 @@ async fn run<S: Store>(store: S, args: &Args, settings: serde_json::Value) -> Re
     let (h, k, b, ids2) = (http.clone(), key.clone(), base.clone(), ids.clone());
     let (rps, lat) = hammer(args.clients, args.seconds, move |r| {
         let (h, k, b, ids) = (h.clone(), k.clone(), b.clone(), ids2.clone());
-        async move {
-            let id = ids[r % ids.len()];
-            let resp = h.get(format!("{b}/api/tasks/{id}")).bearer_auth(&k).send().await.map_err(|e| e.to_string())?;
-            if !resp.status().is_success() {
-                return Err(format!("detail: {}", resp.status()));
-            }
-            resp.bytes().await.map_err(|e| e.to_string())?;
-            Ok(())
-        }
+        async move { fetch(&h, format!("{b}/api/tasks/{}", ids[r % ids.len()]), &k).await }
     })
     .await?;
     let (s, ids2) = (store.clone(), ids.clone());

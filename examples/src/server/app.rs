@@ -24,6 +24,26 @@ use super::auth::{self, Owners};
 use super::error::{ApiError, ErrorCode};
 use super::routes;
 
+/// A store value implementing every port the server uses (the memory, SQLite and Postgres
+/// adapters do).
+pub trait ServerStore:
+    TaskStore + SpecStore + EventStore + AgentStore + DiscoveryStore + InterventionStore + AccessStore + Clone + 'static
+{
+}
+
+impl<S> ServerStore for S where
+    S: TaskStore
+        + SpecStore
+        + EventStore
+        + AgentStore
+        + DiscoveryStore
+        + InterventionStore
+        + AccessStore
+        + Clone
+        + 'static
+{
+}
+
 /// Every store port the server uses, as trait objects over one store value.
 #[derive(Clone)]
 pub struct Backend {
@@ -51,18 +71,7 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     /// The ports of one store value (the memory, SQLite and Postgres adapters implement them all).
-    pub fn new<S>(store: S) -> Self
-    where
-        S: TaskStore
-            + SpecStore
-            + EventStore
-            + AgentStore
-            + DiscoveryStore
-            + InterventionStore
-            + AccessStore
-            + Clone
-            + 'static,
-    {
+    pub fn new<S: ServerStore>(store: S) -> Self {
         Self {
             tasks: Arc::new(store.clone()),
             specs: Arc::new(store.clone()),
@@ -144,18 +153,7 @@ pub struct Server {
 
 impl Server {
     /// A server over `store`, running specs with `orchestrator` (built over the same store).
-    pub fn new<S>(store: S, orchestrator: Option<Arc<Orchestrator>>) -> Self
-    where
-        S: TaskStore
-            + SpecStore
-            + EventStore
-            + AgentStore
-            + DiscoveryStore
-            + InterventionStore
-            + AccessStore
-            + Clone
-            + 'static,
-    {
+    pub fn new<S: ServerStore>(store: S, orchestrator: Option<Arc<Orchestrator>>) -> Self {
         Self::from_backend(Backend::new(store), orchestrator)
     }
 

@@ -37,7 +37,7 @@ mod routes;
 mod stream;
 
 pub use activity::Activity;
-pub use app::{App, AppState, Backend, RunningServer, Server, ServerOptions};
+pub use app::{App, AppState, Backend, RunningServer, Server, ServerOptions, ServerStore};
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 pub use omoi_core::AccessRole as Role;
 pub use openapi::ApiDoc;

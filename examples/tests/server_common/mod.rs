@@ -8,32 +8,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use omoi_core::config::OmoiConfig;
 use omoi_core::testkit::{Recording, ScriptedLlm};
-use omoi_core::{
-    AccessRole, AccessStore, AgentStore, DiscoveryStore, EventStore, InterventionStore, NewTask, SpecPhase, SpecStore,
-    Subject, TaskStore,
-};
+use omoi_core::{AccessRole, AccessStore, NewTask, SpecPhase, Subject};
 use omoi_examples::server::{RunningServer, Server};
 use omoi_exec::Orchestrator;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 /// Every port the server uses, for a test to write to the store directly.
-pub(crate) trait AllPorts:
-    TaskStore + SpecStore + EventStore + AgentStore + DiscoveryStore + InterventionStore + AccessStore + Clone + 'static
-{
-}
-impl<S> AllPorts for S where
-    S: TaskStore
-        + SpecStore
-        + EventStore
-        + AgentStore
-        + DiscoveryStore
-        + InterventionStore
-        + AccessStore
-        + Clone
-        + 'static
-{
-}
+pub(crate) use omoi_examples::server::ServerStore as AllPorts;
 
 /// The spec idea the recorded conversation answers.
 pub(crate) const IDEA: &str = "Add a slugify(text, max_length=None) function with tests to pyutils, our tiny dependency-free \

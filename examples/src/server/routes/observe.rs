@@ -206,11 +206,11 @@ pub(crate) async fn cost(
         let tasks = state.backend.tasks.list_tasks(&TaskFilter { spec_id: Some(id), ..TaskFilter::default() }).await?;
         let mut usage = spec.usage;
         for t in tasks {
-            usage = usage + t.usage;
+            usage += t.usage;
             by_task.insert(t.id, t.usage);
             task_rows.push(CostRow { id: t.id.to_string(), name: t.def.title, usage: t.usage });
         }
-        total = total + usage;
+        total += usage;
         spec_rows.push(CostRow { id: id.to_string(), name: spec.title, usage });
     }
     task_rows.sort_by(|a, b| {
