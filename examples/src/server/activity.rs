@@ -116,7 +116,7 @@ impl Activity {
         self.inner.read().tasks.get(&id).cloned().unwrap_or_default()
     }
 
-    /// The latest events named `names` (at most [`RECENT_PER_NAME`] per name), newest first.
+    /// The latest events named `names` (at most 100 per name), newest first.
     pub fn recent(&self, names: &[&str]) -> Vec<StoredEvent> {
         let i = self.inner.read();
         let mut out: Vec<StoredEvent> =
