@@ -1,22 +1,61 @@
-//! Live progress for the quickstart: phase scores, agent tool calls and a task board, printed
-//! from the store's event stream as things happen.
+//! Live progress for the quickstart: phase scores, agent tool calls (a repeated call shown
+//! once, with its count), memories given and learned, the monitors' findings and steers, and a
+//! task board, printed from the store's event stream as things happen.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use omoi_core::{AgentId, Cursor, Event, EventStore, SpecId, TaskId, TaskStore};
+use omoi_core::memory::Citation;
+use omoi_core::{AgentId, Cursor, Event, EventStore, MemoryId, MemoryStore, SpecId, TaskId, TaskStore};
 use omoi_examples::board_line;
+use serde_json::Value;
+
+/// The last tool call of each task and how many times it was repeated since.
+#[derive(Default)]
+struct Repeats(HashMap<TaskId, (String, u32)>);
+
+impl Repeats {
+    /// Whether `call` repeats the task's previous call (then it is only counted).
+    fn repeated(&mut self, task: TaskId, call: String, who: &str) -> bool {
+        match self.0.get_mut(&task) {
+            Some((last, n)) if *last == call => {
+                *n += 1;
+                true
+            }
+            _ => {
+                self.flush(task, who);
+                self.0.insert(task, (call, 0));
+                false
+            }
+        }
+    }
+
+    /// Prints how often the task's last call was repeated, if it was.
+    fn flush(&mut self, task: TaskId, who: &str) {
+        if let Some((_, n)) = self.0.get_mut(&task).filter(|(_, n)| *n > 0) {
+            println!("      · {who:<8} … the same call {n} more time{}", if *n == 1 { "" } else { "s" });
+            *n = 0;
+        }
+    }
+}
+
+/// `path:start-end @hash` of a citation.
+fn cited(c: &Citation) -> String {
+    format!("{}:{}-{} sha256 {}", c.path, c.start_line, c.end_line, c.content_hash.chars().take(12).collect::<String>())
+}
 
 /// Prints events until the stream ends or the task is aborted.
 pub(crate) async fn print(
     tasks: Arc<dyn TaskStore>,
     events: Arc<dyn EventStore>,
+    memories: Arc<dyn MemoryStore>,
     spec_for_board: Arc<parking_lot::Mutex<Option<SpecId>>>,
     workers: Arc<parking_lot::Mutex<HashMap<AgentId, String>>>,
 ) {
     let Ok(mut stream) = events.subscribe(Cursor::START).await else { return };
     let mut names: HashMap<TaskId, String> = HashMap::new();
+    let mut repeats = Repeats::default();
     while let Some(Ok(e)) = stream.next().await {
         let task_name = |id: &TaskId, names: &HashMap<TaskId, String>| names.get(id).cloned();
         let moved = match &e.event {
@@ -59,7 +98,80 @@ pub(crate) async fn print(
             Event::AgentStep { task_id, action, detail, .. } if action == "tool_call" => {
                 let who = task_name(task_id, &names).unwrap_or_else(|| "explore".into());
                 let tool = detail["name"].as_str().unwrap_or_default();
-                println!("      · {who:<8} {tool} {}", clip(&brief_input(tool, &detail["input"]), 70));
+                if !repeats.repeated(*task_id, detail.to_string(), &who) {
+                    println!("      · {who:<8} {tool} {}", clip(&brief_input(tool, &detail["input"]), 70));
+                }
+                None
+            }
+            Event::AgentStep { task_id, action, detail, .. } if action == "context" => {
+                let who = task_name(task_id, &names).unwrap_or_else(|| "explore".into());
+                let given = detail["memories"].as_array().cloned().unwrap_or_default();
+                if !given.is_empty() {
+                    println!(
+                        "      ◇ {who:<8} starts with {} memor{}:",
+                        given.len(),
+                        if given.len() == 1 { "y" } else { "ies" }
+                    );
+                }
+                for m in &given {
+                    let Ok(id) = serde_json::from_value::<MemoryId>(m["id"].clone()) else { continue };
+                    let Ok(memory) = memories.get_memory(id).await else { continue };
+                    let first = memory.text.lines().next().unwrap_or_default();
+                    let stale = if m["stale"] == Value::Bool(true) { " STALE" } else { "" };
+                    println!("          [{}]{stale} {}", memory.kind, clip(first, 84));
+                    if let Some(fix) = memory.text.lines().find(|l| l.starts_with("Fix (")) {
+                        println!("            {}", clip(fix, 100));
+                    }
+                    for c in &memory.citations {
+                        println!("            cites {}", cited(c));
+                    }
+                }
+                None
+            }
+            Event::AgentStep { task_id, action, detail, .. } if action == "steering" => {
+                let who = task_name(task_id, &names).unwrap_or_default();
+                repeats.flush(*task_id, &who);
+                println!(
+                    "      ↪ {who:<8} steered between turns ({} from {}): {}",
+                    detail["severity"].as_str().unwrap_or_default(),
+                    detail["from"].as_str().unwrap_or_default(),
+                    clip(detail["message"].as_str().unwrap_or_default(), 90)
+                );
+                None
+            }
+            Event::AgentStep { task_id, action, detail, .. } if action == "model" => {
+                let text = detail["text"].as_str().unwrap_or_default();
+                if !text.is_empty() {
+                    let who = task_name(task_id, &names).unwrap_or_else(|| "explore".into());
+                    println!("      “ {who:<8} {}", clip(text, 110));
+                }
+                None
+            }
+            Event::MemoryStored { memory_id } => {
+                if let Ok(m) = memories.get_memory(*memory_id).await {
+                    let first = m.text.lines().next().unwrap_or_default();
+                    println!("      ✎ learned [{}] {}", m.kind, clip(first, 90));
+                }
+                None
+            }
+            Event::MemoryReinforced { memory_id, reinforcements } => {
+                println!("      ✎ reinforced memory {memory_id} ({reinforcements}×)");
+                None
+            }
+            Event::MonitorStuckDetected { task_id, rule, repeats: n, .. } => {
+                let who = task_name(task_id, &names).unwrap_or_default();
+                repeats.flush(*task_id, &who);
+                println!("      ⚠ {who:<8} stuck: {rule} ({n}×), found by the stuck detector");
+                None
+            }
+            Event::InterventionRecorded { task_id: Some(task_id), severity, source, .. } => {
+                let who = task_name(task_id, &names).unwrap_or_default();
+                println!("      ⚑ {who:<8} intervention recorded: {severity} from {source}");
+                None
+            }
+            Event::InterventionAcknowledged { task_id: Some(task_id), .. } => {
+                let who = task_name(task_id, &names).unwrap_or_default();
+                println!("      ✓ {who:<8} acknowledged the intervention");
                 None
             }
             Event::AgentStep { task_id, action, detail, .. } if action == "refused" => {

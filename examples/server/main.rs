@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use omoi_core::config::OmoiConfig;
 use omoi_core::{AccessRole, ApiKeyId, SystemClock};
+use omoi_examples::monitoring::monitors;
 use omoi_examples::server::{Server, ServerOptions, ServerStore, auth};
 use omoi_exec::Orchestrator;
-use omoi_monitor::{HeartbeatMonitor, MonitoringLoop, Steerer, StuckMonitor};
 use omoi_sandbox::LocalSandboxProvider;
 use omoi_store::{PostgresStore, SqliteStore};
 
@@ -131,36 +131,27 @@ async fn run<S: ServerStore>(store: S, args: Args) -> Result<(), Box<dyn Error>>
         return Ok(());
     }
 
-    let (llm, source) = omoi_examples::model::from_env_or_recording(RECORDING)?;
+    let model = omoi_examples::model::from_env_or_recording(RECORDING)?;
     let sandboxes = Arc::new(LocalSandboxProvider::new(args.data_dir.join("sandboxes")));
     let mut config = OmoiConfig::default();
     config.queue.poll_interval = Duration::from_millis(250);
+    // The workers, and the monitors beside them (started and stopped with the workers).
     let orch = Arc::new(
         Orchestrator::builder(store.clone())
-            .agents(llm, sandboxes)
+            .agents(model.llm.clone(), sandboxes)
+            .background("monitors", monitors(store.clone(), Arc::new(SystemClock), config.clone()))
             .workers(args.workers)
-            .config(config.clone())
+            .config(config)
             .build()?,
     );
     orch.start();
-    let clock = Arc::new(SystemClock);
-    let steerer = Steerer::new(Arc::new(store.clone()), clock.clone(), &config.monitor);
-    let monitors = MonitoringLoop::new(clock.clone(), config.clone())
-        .with_heartbeat(HeartbeatMonitor::new(
-            Arc::new(store.clone()),
-            Arc::new(store.clone()),
-            Arc::new(store.clone()),
-            config.heartbeat.clone(),
-        ))
-        .with_stuck(StuckMonitor::new(Arc::new(store.clone()), steerer, clock, config.monitor.stuck.clone()))
-        .start();
     println!(
         "omoi server\n  store: {}",
         args.postgres
             .as_deref()
             .map_or_else(|| args.data_dir.join("omoi.db").display().to_string(), |_| "postgres".into())
     );
-    println!("  model: {source}\n  workers: {}", args.workers);
+    println!("  model: {}\n  workers: {}", model.source, args.workers);
 
     let server = if args.workers_only {
         println!("  workers only: no HTTP (ctrl-c stops)");
@@ -178,7 +169,6 @@ async fn run<S: ServerStore>(store: S, args: Args) -> Result<(), Box<dyn Error>>
     if let Some(s) = server {
         s.shutdown().await;
     }
-    monitors.shutdown().await;
     orch.shutdown().await?;
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! Shared code of the omoi examples: the reference [`server`] (`cargo run --release --example
-//! server`), the model the examples run on ([`model`]) and progress output for long runs. The
-//! examples themselves are described in the repository's README, whose code blocks are
-//! compiled and run as this crate's doctests.
+//! server`), the model the examples run on ([`model`]), the [monitors](monitoring::monitors)
+//! run beside the workers, and progress output for long runs. The examples themselves are
+//! described in the repository's README, whose code blocks are compiled and run as this crate's
+//! doctests.
 
 pub mod model;
+pub mod monitoring;
 pub mod server;
 
 /// The README's code blocks, run as doctests (not part of the documentation: its links point at

@@ -17,7 +17,9 @@ use crate::discovery::{
 use crate::error::StoreError;
 use crate::event::Event;
 use crate::ids::{DiscoveryId, TaskId};
+use crate::late_edges::{self, AddedDependencies};
 use crate::ports::discovery_store::{DiscoveryReport, RecordOutcome};
+use crate::state::{TaskEvent, TransitionError};
 use crate::task::{NewTask, Task};
 use crate::{ExecutionMode, TaskState};
 
@@ -221,7 +223,8 @@ pub struct Prepared {
     pub discovery: Discovery,
     /// The branch tasks to insert, shaped.
     pub branch: Vec<NewTask>,
-    /// The branch tasks the source's dependents wait for when the discovery blocks.
+    /// The branch tasks the source's dependents (or, re-queued, the source) wait for when the
+    /// discovery blocks.
     pub sinks: Vec<TaskId>,
     /// What the tasks already covering a duplicate are.
     pub covered_by: Vec<TaskId>,
@@ -257,6 +260,27 @@ impl Prepared {
         }
     }
 
+    /// Whether the store re-queues the source behind the sinks (instead of holding its
+    /// dependents).
+    pub fn requeues_source(&self) -> bool {
+        self.discovery.requeue_source && !self.sinks.is_empty()
+    }
+
+    /// The source's move when it is re-queued ([`late_edges::for_requeue`]), given its state;
+    /// `None` when the discovery does not re-queue it.
+    pub fn requeue(&self, source_state: TaskState) -> Result<Option<AddedDependencies>, StoreError> {
+        if !self.requeues_source() {
+            return Ok(None);
+        }
+        late_edges::for_requeue(self.discovery.source_task, source_state, &self.sinks).map(Some).map_err(|_| {
+            StoreError::transition(
+                "task",
+                self.discovery.source_task,
+                TransitionError { from: source_state, event: TaskEvent::DependencyAdded },
+            )
+        })
+    }
+
     /// The caller's answer, given the dependents the store made wait (`held`).
     pub fn outcome(&self, held: Vec<TaskId>) -> RecordOutcome {
         let d = &self.discovery;
@@ -270,6 +294,7 @@ impl Prepared {
                 tasks: d.spawned.clone(),
                 local_ids: self.branch.iter().map(|t| t.links.local_id.clone().unwrap_or_default()).collect(),
                 held,
+                requeued: self.requeues_source(),
             },
         }
     }

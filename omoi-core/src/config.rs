@@ -35,7 +35,7 @@ const fn secs(s: u64) -> Duration {
 pub struct OmoiConfig {
     /// Task queue: retries, leases, polling.
     pub queue: QueueConfig,
-    /// Agent heartbeats and restarts.
+    /// Agent heartbeats.
     pub heartbeat: HeartbeatConfig,
     /// Spec pipeline.
     pub spec: SpecConfig,
@@ -107,9 +107,6 @@ impl OmoiConfig {
         }
         if self.memory.hybrid.rrf.k < 0.0 {
             return err("memory.hybrid.rrf.k", "must not be negative");
-        }
-        if self.memory.embedding_dimensions == 0 {
-            return err("memory.embedding_dimensions", "must be at least 1");
         }
         Ok(())
     }
@@ -221,12 +218,6 @@ pub struct HeartbeatConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub graceful_stop: Duration,
-    /// Restarts allowed per agent per hour. OmoiOS: 3 (never enforced there).
-    pub max_restarts_per_hour: u32,
-    /// Pause between restarts. OmoiOS: 60 s (never enforced there).
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub restart_cooldown: Duration,
 }
 
 impl Default for HeartbeatConfig {
@@ -240,8 +231,6 @@ impl Default for HeartbeatConfig {
             missed_failed: 3,
             check_interval: secs(10),
             graceful_stop: secs(10),
-            max_restarts_per_hour: 3,
-            restart_cooldown: secs(60),
         }
     }
 }
@@ -373,7 +362,7 @@ impl Default for ExecConfig {
     }
 }
 
-/// Discovery branching limits. OmoiOS's DiscoveryService had none ("runaway loop"); ours bound it.
+/// Discovery branching limits: every way a discovery can spawn work is bounded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscoveryConfig {
@@ -409,6 +398,12 @@ impl Default for DiscoveryConfig {
 }
 
 /// Memory search settings.
+///
+/// There is no embedding-dimension setting: the embedder declares its dimension, the memory
+/// store fixes its own (its builder's `dimensions`, else the first memory stored), and
+/// assembling a memory service over both (`omoi_exec::memory::MemoryService::new`) refuses a
+/// mismatch with [`StoreError::DimensionMismatch`](crate::StoreError::DimensionMismatch). A
+/// third copy of the number here could only disagree with them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
@@ -419,8 +414,6 @@ pub struct MemoryConfig {
     pub similarity_threshold: f64,
     /// Fusion: k = 60, weights 0.6/0.4, a missing item ranked at len + 10, 2·top_k candidates.
     pub hybrid: HybridParams,
-    /// Embedding dimension. OmoiOS: 1536.
-    pub embedding_dimensions: usize,
     /// How retrieved memories are re-ranked for a task's context.
     pub rerank: RerankWeights,
     /// Cosine similarity at which a new memory reinforces an existing one of the same kind
@@ -437,7 +430,6 @@ impl Default for MemoryConfig {
             top_k: 5,
             similarity_threshold: 0.7,
             hybrid: HybridParams::default(),
-            embedding_dimensions: 1536,
             rerank: RerankWeights::default(),
             dedup_similarity: 0.95,
             context_tokens: 1500,
@@ -592,14 +584,6 @@ pub struct MonitorConfig {
     pub coherence: CoherenceThresholds,
     /// Stuck detection rules.
     pub stuck: StuckRules,
-    /// A ticket without progress this long is flagged blocked. OmoiOS: 30 min.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub ticket_blocked_after: Duration,
-    /// How often blocked tickets are checked. OmoiOS: 5 min.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub ticket_check_interval: Duration,
     /// How often the stuck detector reads new trajectory events (ours: 10 s).
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -628,8 +612,6 @@ impl Default for MonitorConfig {
             steering: SteeringThresholds::default(),
             coherence: CoherenceThresholds::default(),
             stuck: StuckRules::default(),
-            ticket_blocked_after: secs(1800),
-            ticket_check_interval: secs(300),
             stuck_interval: secs(10),
             steer_cooldown: secs(300),
             escalate_after_ignored: 1,
@@ -640,6 +622,11 @@ impl Default for MonitorConfig {
 /// Sandbox sizing and cleanup. `cpus`, `memory_mib`, `pids` and `create_timeout` are what the
 /// Docker adapter applies by default (`DockerSandboxProviderBuilder::config` in
 /// `omoi-sandbox`). (No disk quota: Docker enforces one only on some storage drivers.)
+///
+/// A sandbox lives only while its task is leased by its agent: the sandbox reaper destroys it
+/// once the lease is gone and the heartbeat monitor once the agent fails, and a task's
+/// `timeout` bounds its run. So there are no idle, dead, stuck or age limits here (OmoiOS had
+/// them for long-lived sandboxes); a config naming them is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxConfig {
@@ -653,27 +640,7 @@ pub struct SandboxConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub create_timeout: Duration,
-    /// Destroy after this long without work. OmoiOS: 10 min.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub idle_after: Duration,
-    /// Destroy after this long without a heartbeat. OmoiOS: 2 min.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub dead_after: Duration,
-    /// A sandbox running one step this long is stuck. OmoiOS: 15 min.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub stuck_running_after: Duration,
-    /// Stuck between phases. OmoiOS: 5 min.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub stuck_between_phases_after: Duration,
-    /// Reap any sandbox older than this. OmoiOS: 24 h.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub max_age: Duration,
-    /// Cleanup sweep interval. OmoiOS: 30 s.
+    /// How often the sandbox reaper sweeps. OmoiOS: 30 s.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub cleanup_interval: Duration,
@@ -681,18 +648,7 @@ pub struct SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        Self {
-            cpus: 2.0,
-            memory_mib: 4096,
-            pids: 512,
-            create_timeout: secs(120),
-            idle_after: secs(600),
-            dead_after: secs(120),
-            stuck_running_after: secs(900),
-            stuck_between_phases_after: secs(300),
-            max_age: secs(24 * 3600),
-            cleanup_interval: secs(30),
-        }
+        Self { cpus: 2.0, memory_mib: 4096, pids: 512, create_timeout: secs(120), cleanup_interval: secs(30) }
     }
 }
 
@@ -727,6 +683,9 @@ mod tests {
     fn unknown_fields_and_bad_values_are_named() {
         let err = serde_json::from_str::<OmoiConfig>(r#"{"queue": {"max_atempts": 5}}"#).unwrap_err();
         assert!(err.to_string().contains("max_atempts"), "{err}");
+        // Removed: the embedder and the store own the dimension (checked when assembled).
+        let err = serde_json::from_str::<OmoiConfig>(r#"{"memory": {"embedding_dimensions": 384}}"#).unwrap_err();
+        assert!(err.to_string().contains("embedding_dimensions"), "{err}");
         let mut c = OmoiConfig::default();
         c.heartbeat.missed_failed = 2;
         assert_eq!(c.validate().unwrap_err().field, "heartbeat.missed_failed");
@@ -736,6 +695,25 @@ mod tests {
         let mut c = OmoiConfig::default();
         c.queue.lease_renew_every = c.queue.lease_ttl;
         assert_eq!(c.validate().unwrap_err().field, "queue.lease_renew_every");
+    }
+
+    #[test]
+    fn settings_nothing_read_are_gone_and_refused_when_named() {
+        for (section, field) in [
+            ("monitor", "ticket_blocked_after"),
+            ("monitor", "ticket_check_interval"),
+            ("sandbox", "idle_after"),
+            ("sandbox", "dead_after"),
+            ("sandbox", "stuck_running_after"),
+            ("sandbox", "stuck_between_phases_after"),
+            ("sandbox", "max_age"),
+            ("heartbeat", "max_restarts_per_hour"),
+            ("heartbeat", "restart_cooldown"),
+        ] {
+            let json = format!(r#"{{"{section}": {{"{field}": "1m"}}}}"#);
+            let err = serde_json::from_str::<OmoiConfig>(&json).unwrap_err();
+            assert!(err.to_string().contains(field), "{section}.{field}: {err}");
+        }
     }
 
     #[test]

@@ -140,10 +140,11 @@ pub enum StoreError {
         /// Backend name.
         backend: &'static str,
     },
-    /// A re-synced plan changes the dependencies of a task that was already synced. Nothing
-    /// was synced: the change is refused, never ignored.
+    /// A re-synced plan changes the dependencies of an already-synced task in a way that cannot
+    /// be applied (it drops one, or adds one to a task that already started). Nothing was
+    /// synced: the change is refused, never ignored.
     #[error(
-        "the plan changes the dependencies of already-synced task {task} ({id}): added [{}], removed [{}]; an already-synced task's dependencies cannot change",
+        "the plan changes the dependencies of already-synced task {task} ({id}, {state}): added [{}], removed [{}]; {reason}",
         added.join(", "),
         removed.join(", ")
     )]
@@ -152,10 +153,14 @@ pub enum StoreError {
         task: String,
         /// Its stored id.
         id: crate::ids::TaskId,
+        /// Its state.
+        state: crate::state::TaskState,
         /// Local ids the plan adds to its dependencies.
         added: Vec<String>,
         /// Local ids (or stored ids) the plan drops from them.
         removed: Vec<String>,
+        /// Why the change cannot be applied.
+        reason: String,
     },
 }
 

@@ -41,6 +41,7 @@ pub mod domain;
 pub mod ears;
 pub mod error;
 pub mod ids;
+pub mod late_edges;
 pub mod ports;
 pub mod queue;
 pub mod rrf;

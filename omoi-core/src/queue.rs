@@ -1,21 +1,31 @@
 //! Rules every [`TaskStore`](crate::TaskStore) and [`SpecStore`](crate::SpecStore) adapter
 //! applies the same way: validating a batch before insert, choosing each new task's initial
-//! state, and validating a spec's task plan before sync. Adapters call these inside their
-//! write transaction, so behaviour cannot drift between backends.
+//! state, queue bands and aging, state changes and the lease fence ([`step`], [`fenced`]), a
+//! lost attempt's retry or dead letter ([`lose_attempt`]), blocking and unblocking dependents
+//! ([`Cascade`]), and validating a spec's task plan before sync. Adapters call these inside
+//! their write transaction, so behaviour cannot drift between backends.
+
+mod cascade;
+mod transition;
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use crate::Priority;
 use crate::dag::{Dag, DagError};
 use crate::error::{StoreError, TaskRef};
 use crate::event::Event;
 use crate::ids::{SpecId, TaskId, TicketId};
+use crate::late_edges::{self, AddedDependencies};
 use crate::ports::clock::add_duration;
 use crate::ports::task_store::Failure;
 use crate::spec::{PlannedTicket, SyncOutcome, SyncPlan};
 use crate::state::{TaskEvent, TaskState};
 use crate::task::{NewTask, Task, TaskLinks};
+
+pub use self::cascade::{Cascade, block_dependent, blocks_dependents, unblock_dependent};
+pub use self::transition::{fence, fenced, step};
 
 /// Validates `batch` against the store (`existing` gives the state of a stored task) and
 /// returns each task's initial state, in batch order. Dedup keys are checked within the batch
@@ -65,8 +75,7 @@ pub fn plan_batch(
         let deps = dag.dependencies(&id).into_iter().copied().chain(dag.external_dependencies(&id).iter().copied());
         let dep_states: Vec<TaskState> =
             deps.map(|d| state.get(&d).copied().or_else(|| existing(&d)).unwrap_or(TaskState::Waiting)).collect();
-        let s = if dep_states.iter().any(|s| matches!(s, TaskState::Failed | TaskState::Cancelled | TaskState::Blocked))
-        {
+        let s = if dep_states.iter().any(|s| blocks_dependents(*s)) {
             TaskState::Blocked
         } else if dep_states.iter().all(|s| *s == TaskState::Completed) {
             TaskState::Ready
@@ -76,6 +85,12 @@ pub fn plan_batch(
         state.insert(id, s);
     }
     Ok(batch.iter().map(|t| state[&t.id]).collect())
+}
+
+/// The queue band of `priority`: 0 = critical … 3 = low. Every adapter stores it with each
+/// task and claims the lowest band first (see [`aged_band`]).
+pub fn band(priority: Priority) -> u8 {
+    3 - priority.rank()
 }
 
 /// The queue band (0 = critical … 3 = low) a ready task is claimed in: its priority's band,
@@ -221,6 +236,17 @@ pub fn lose_attempt(
     Ok((LossOutcome::Retrying { run_at: task.run_at }, event))
 }
 
+/// A stored task of the spec, as [`draft_sync`] sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncedTask {
+    /// Its id.
+    pub id: TaskId,
+    /// Its stored dependencies.
+    pub dependencies: Vec<TaskId>,
+    /// Its state.
+    pub state: TaskState,
+}
+
 /// What a sync has to create, given what the store already holds for the spec.
 #[derive(Debug)]
 pub struct SyncDraft<'p> {
@@ -231,20 +257,25 @@ pub struct SyncDraft<'p> {
     /// Tasks to create, in dependency order, with dependencies and links resolved to ids. The
     /// adapter still validates them against the store with [`plan_batch`] before inserting.
     pub new_tasks: Vec<NewTask>,
+    /// Dependencies the plan adds to stored tasks that have not started, applied after
+    /// `new_tasks` are inserted (see [`late_edges`](crate::late_edges)).
+    pub added_dependencies: Vec<AddedDependencies>,
 }
 
 /// Validates `plan` ([`plan_sync`]) and maps it onto the spec's stored tickets and tasks
-/// (`existing_ticket`/`existing_task` look a local id up; a task comes with its stored
-/// dependencies): local ids already stored keep their ids and are not created again, which is
-/// what makes sync idempotent; new ones get fresh ids and their dependencies point at existing
-/// or new tasks. A stored task whose planned dependencies differ from its stored ones is
-/// refused with [`StoreError::SyncConflict`] naming it — a change is never silently ignored.
+/// (`existing_ticket`/`existing_task` look a local id up): local ids already stored keep their
+/// ids and are not created again, which is what makes sync idempotent; new ones get fresh ids
+/// and their dependencies point at existing or new tasks. A change is never silently ignored:
+/// a dependency the plan adds to a stored task is applied while that task is `Waiting` or
+/// `Ready` (it waits for the new dependency unless that completed already), and refused with
+/// [`StoreError::SyncConflict`] naming the task once it started, finished or is blocked, or
+/// when the added dependency already failed; a dependency the plan drops is always refused.
 /// Every adapter materializes this draft.
 pub fn draft_sync<'p>(
     spec: SpecId,
     plan: &'p SyncPlan,
     existing_ticket: impl Fn(&str) -> Option<TicketId>,
-    existing_task: impl Fn(&str) -> Option<(TaskId, Vec<TaskId>)>,
+    existing_task: impl Fn(&str) -> Option<SyncedTask>,
 ) -> Result<SyncDraft<'p>, StoreError> {
     let order = plan_sync(plan)?;
     let mut outcome = SyncOutcome::default();
@@ -260,24 +291,42 @@ pub fn draft_sync<'p>(
     let by_local: HashMap<&str, &crate::spec::PlannedTask> =
         plan.tasks.iter().map(|t| (t.local_id.as_str(), t)).collect();
     let mut new_tasks = Vec::new();
+    let mut added_dependencies = Vec::new();
     for local in order {
         let planned = by_local[local.as_str()];
-        if let Some((existing, stored)) = existing_task(&local) {
+        if let Some(stored) = existing_task(&local) {
             let wanted: Vec<(String, TaskId)> =
                 planned.depends_on.iter().map(|d| (d.clone(), outcome.tasks[d])).collect();
-            let added: Vec<String> =
-                wanted.iter().filter(|(_, id)| !stored.contains(id)).map(|(l, _)| l.clone()).collect();
+            let added: Vec<(String, TaskId)> =
+                wanted.iter().filter(|(_, id)| !stored.dependencies.contains(id)).cloned().collect();
             let removed: Vec<String> = stored
+                .dependencies
                 .iter()
                 .filter(|id| !wanted.iter().any(|(_, w)| w == *id))
                 .map(|id| {
                     outcome.tasks.iter().find(|(_, v)| *v == id).map_or_else(|| id.to_string(), |(l, _)| l.clone())
                 })
                 .collect();
-            if !added.is_empty() || !removed.is_empty() {
-                return Err(StoreError::SyncConflict { task: local, id: existing, added, removed });
+            let conflict = |reason: String| StoreError::SyncConflict {
+                task: local.clone(),
+                id: stored.id,
+                state: stored.state,
+                added: added.iter().map(|(l, _)| l.clone()).collect(),
+                removed: removed.clone(),
+                reason,
+            };
+            if !removed.is_empty() {
+                return Err(conflict("a synced task's dependencies can be added to, never removed".into()));
             }
-            outcome.tasks.insert(local, existing);
+            // A dependency stored before this sync has its state; a new one has not completed.
+            let states: Vec<(TaskId, Option<TaskState>)> =
+                added.iter().map(|(l, id)| (*id, existing_task(l).map(|t| t.state))).collect();
+            match late_edges::for_resync(stored.id, stored.state, &stored.dependencies, &states) {
+                Ok(Some(change)) => added_dependencies.push(change),
+                Ok(None) => {}
+                Err(refusal) => return Err(conflict(refusal.to_string())),
+            }
+            outcome.tasks.insert(local, stored.id);
             continue;
         }
         let task = NewTask {
@@ -298,7 +347,8 @@ pub fn draft_sync<'p>(
     }
     outcome.tickets_created = new_tickets.len();
     outcome.tasks_created = new_tasks.len();
-    Ok(SyncDraft { outcome, new_tickets, new_tasks })
+    outcome.dependencies_added = added_dependencies.iter().map(|c| c.added.len()).sum();
+    Ok(SyncDraft { outcome, new_tickets, new_tasks, added_dependencies })
 }
 
 #[cfg(test)]
@@ -443,7 +493,13 @@ mod tests {
             spec,
             &p,
             |l| (l == "TKT-001").then_some(stored_ticket),
-            |l| (l == "TSK-001").then_some((stored_001, Vec::new())),
+            |l| {
+                (l == "TSK-001").then_some(SyncedTask {
+                    id: stored_001,
+                    dependencies: Vec::new(),
+                    state: TaskState::Ready,
+                })
+            },
         )
         .unwrap();
         assert_eq!((again.outcome.tickets_created, again.outcome.tasks_created), (0, 1));

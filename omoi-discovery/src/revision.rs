@@ -71,7 +71,13 @@ impl DiscoveryService {
             for t in &d.spawned {
                 local_ids.push(self.tasks().get_task(*t).await?.links.local_id.unwrap_or_default());
             }
-            let outcome = RecordOutcome::Branched { discovery: d.id, tasks: d.spawned, local_ids, held: Vec::new() };
+            let outcome = RecordOutcome::Branched {
+                discovery: d.id,
+                tasks: d.spawned,
+                local_ids,
+                held: Vec::new(),
+                requeued: d.requeue_source,
+            };
             return Ok(Revision::Branched {
                 reported: Reported { outcome, similarity: None, semantic_skipped: None },
                 next_iteration: n + 1,

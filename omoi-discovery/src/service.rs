@@ -46,9 +46,14 @@ impl Reported {
     /// TSK-004.1`, `duplicate of discovery … (covered by …)`, `refused: source_cap: …`.
     pub fn message(&self) -> String {
         match &self.outcome {
-            RecordOutcome::Branched { discovery, local_ids, held, .. } => {
+            RecordOutcome::Branched { discovery, local_ids, held, requeued, .. } => {
                 let mut s = format!("discovery {discovery} branched as {}", local_ids.join(", "));
-                if !held.is_empty() {
+                if *requeued {
+                    s.push_str(
+                        " (blocking: this task is re-queued behind it and runs again once it completes; stop work \
+                         on it now)",
+                    );
+                } else if !held.is_empty() {
                     s.push_str(&format!(" (blocking: {} dependent task(s) wait for it)", held.len()));
                 }
                 s

@@ -10,8 +10,7 @@
 //! - **intersection**: only keys present in every source; disagreements are reported and kept
 //!   as in union.
 //!
-//! OmoiOS's union was "last value wins" and its join strategies were no-ops; here a conflict is
-//! always visible to the agent and to the caller.
+//! A conflict is always visible to the agent and to the caller.
 //!
 //! ```
 //! use serde_json::json;

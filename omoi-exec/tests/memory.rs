@@ -10,7 +10,7 @@ use omoi_core::config::MemoryConfig;
 use omoi_core::testkit::{ManualClock, ScriptedLlm};
 use omoi_core::{
     AgentId, ClaimRequest, Clock, Cursor, Event, EventStore, ExecutionMode, FencingToken, HashingEmbedder, Lease,
-    MemoryKind, MemoryStore, NewTask, StoreError, SystemClock, Task, TaskDefinition, TaskStore,
+    MemoryKind, MemoryStore, NewMemory, NewTask, StoreError, SystemClock, Task, TaskDefinition, TaskStore,
 };
 use omoi_exec::agent::AgentExecutor;
 use omoi_exec::git::GitRepo;
@@ -71,7 +71,11 @@ macro_rules! on_every_store {
     )*};
 }
 
-on_every_store!(near_duplicates_reinforce_instead_of_adding, contexts_rank_and_flag_stale_memories);
+on_every_store!(
+    near_duplicates_reinforce_instead_of_adding,
+    contexts_rank_and_flag_stale_memories,
+    an_embedder_of_another_dimension_is_refused_up_front
+);
 
 fn lesson(kind: MemoryKind, text: &str, citations: Vec<omoi_core::memory::Citation>) -> Lesson {
     Lesson { kind, text: text.into(), citations }
@@ -202,14 +206,23 @@ fn task_with(title: &str, description: &str) -> Task {
     }
 }
 
-#[tokio::test]
-async fn an_embedder_of_another_dimension_is_refused_up_front() {
-    let store = Arc::new(InMemoryStore::new().with_dimensions(3));
-    let err =
-        MemoryService::new(store, Arc::new(HashingEmbedder::new(DIMS)), Arc::new(SystemClock), MemoryConfig::default())
-            .await
-            .unwrap_err();
+/// The store's dimension (fixed here by its first memory) is checked when the service is
+/// assembled: an embedder of another dimension is refused before anything is written.
+async fn an_embedder_of_another_dimension_is_refused_up_front(kind: &str) {
+    let Some(b) = backend(kind, ManualClock::new()).await else { return };
+    b.store.put_memory(NewMemory::new(MemoryKind::Learning, "three dimensions", vec![1.0, 0.0, 0.0])).await.unwrap();
+    let err = MemoryService::new(
+        b.store.clone(),
+        Arc::new(HashingEmbedder::new(DIMS)),
+        Arc::new(SystemClock),
+        MemoryConfig::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, MemoryError::Store(StoreError::DimensionMismatch { expected: 3, got: DIMS })), "{err}");
+    MemoryService::new(b.store, Arc::new(HashingEmbedder::new(3)), Arc::new(SystemClock), MemoryConfig::default())
+        .await
+        .expect("the store's own dimension is accepted");
 }
 
 #[tokio::test]

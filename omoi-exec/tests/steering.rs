@@ -102,6 +102,8 @@ async fn guidance_recorded_by_another_process_reaches_the_model_and_is_acknowled
     let first = llm.requests()[0].messages[0].text();
     assert!(first.contains("[GUIDANCE from guardian] focus on the parser"), "{first}");
     assert!(!first.contains("not for this run"));
+    let steered = omoi_core::ports::llm::labels::STEERED;
+    assert_eq!(llm.requests()[0].labels.get(steered).map(String::as_str), Some("1"), "the request says it was steered");
     let last = llm.requests().last().unwrap().clone();
     let copies = last.messages.iter().filter(|m| m.text().contains("focus on the parser")).count();
     assert_eq!(copies, 1, "delivered once, and kept in the conversation");

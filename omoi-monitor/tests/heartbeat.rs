@@ -137,3 +137,21 @@ async fn thresholds_come_from_the_heartbeat_config() {
     monitor.check().await.unwrap();
     assert_eq!(status(&store, agent).await, AgentStatus::Failed);
 }
+
+#[tokio::test]
+async fn a_spawning_agent_is_held_to_first_heartbeat_within_not_to_the_idle_ttl() {
+    let clock = ManualClock::new();
+    let store = InMemoryStore::with_clock(clock.clone());
+    let s = Arc::new(store.clone());
+    let cfg = HeartbeatConfig { first_heartbeat_within: Duration::from_secs(5), ..HeartbeatConfig::default() };
+    assert_eq!(cfg.ttl_idle, Duration::from_secs(30));
+    let monitor = HeartbeatMonitor::new(s.clone(), s.clone(), s, cfg);
+    let agent = store.register_agent(NewAgent::worker("w", Vec::<String>::new())).await.unwrap().id;
+    clock.advance(Duration::from_secs(4));
+    assert_eq!(monitor.check().await.unwrap().overdue, 0, "still within its first 5 s");
+    // 16 s without a first heartbeat: three 5 s periods missed, though not one 30 s idle TTL.
+    clock.advance(Duration::from_secs(12));
+    let r = monitor.check().await.unwrap();
+    assert_eq!((r.overdue, r.failed.clone()), (1, vec![agent]));
+    assert_eq!(status(&store, agent).await, AgentStatus::Failed);
+}

@@ -1,10 +1,10 @@
 //! Prompts: per phase, the feature idea, the earlier phases' outputs summarized within a size
 //! budget, the evaluator's feedback on a retry, and the output's JSON schema.
 //!
-//! OmoiOS pasted every earlier output as full JSON into each prompt; here each earlier output
-//! is reduced to a line-based [summary](crate::output::PhaseOutput::summary) and the summaries
-//! share `prompt_context_chars` fairly (a short summary is kept whole, the rest split what is
-//! left), trimmed at line boundaries.
+//! Each earlier output is reduced to a line-based
+//! [summary](crate::output::PhaseOutput::summary) and the summaries share `prompt_context_chars`
+//! fairly (a short summary is kept whole, the rest split what is left), trimmed at line
+//! boundaries.
 
 use std::fmt::Write;
 

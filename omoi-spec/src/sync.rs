@@ -1,7 +1,6 @@
 //! SYNC: from the TASKS output to stored tickets and tasks, exactly once.
 //!
-//! OmoiOS created tickets and tasks along three overlapping paths, and the tasks' `depends_on`
-//! kept local `TSK-NNN` ids that never resolved. Here there is one path:
+//! There is one path:
 //!
 //! 1. [`check_plan`] finds every problem of a task plan at once: duplicate ids, dependencies on
 //!    unknown tasks, unknown parent tickets, cycles (with the path), requirements nobody

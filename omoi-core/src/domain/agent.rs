@@ -5,6 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::error::StoreError;
+use crate::event::Event;
 use crate::ids::AgentId;
 use crate::state::AgentStatus;
 use crate::string_enum;
@@ -136,6 +138,28 @@ pub fn status_after_heartbeat(
     }
 }
 
+/// Accepts heartbeat `hb` from `agent`, the rule every adapter applies before recording it: a
+/// sequence number not above the last accepted one is [`StoreError::StaleHeartbeat`]; the new
+/// status is [`status_after_heartbeat`]'s (a refused move is `InvalidTransition`); the gap counts
+/// the sequence numbers skipped. Returns the acknowledgement and, when the status changes, the
+/// `agent.status_changed` event; the adapter then stores `hb.seq`, the time and the status.
+pub fn accept_heartbeat(agent: &Agent, hb: Heartbeat) -> Result<(HeartbeatAck, Option<Event>), StoreError> {
+    if let Some(last) = agent.last_seq
+        && hb.seq <= last
+    {
+        return Err(StoreError::StaleHeartbeat { agent: agent.id, last, got: hb.seq });
+    }
+    let next = status_after_heartbeat(agent.status).map_err(|e| StoreError::transition("agent", agent.id, e))?;
+    let gap = agent.last_seq.map_or(0, |last| hb.seq - last - 1);
+    let event = (agent.status != next).then(|| Event::AgentStatusChanged {
+        agent_id: agent.id,
+        from: agent.status,
+        to: next,
+        reason: "heartbeat".into(),
+    });
+    Ok((HeartbeatAck { status: next, gap }, event))
+}
+
 impl OverdueAgent {
     /// `agent` as overdue at `now` if it expects heartbeats and has been silent for at least one
     /// whole TTL period of its kind and status. Every adapter applies this rule.
@@ -147,5 +171,25 @@ impl OverdueAgent {
         let silent_for = (now - agent.last_heartbeat_at).to_std().ok()?;
         let missed = u32::try_from(silent_for.as_nanos() / ttl.as_nanos().max(1)).unwrap_or(u32::MAX);
         (missed >= 1).then(|| OverdueAgent { agent: agent.clone(), silent_for, missed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_is_accepted_once_per_sequence_number_and_reports_the_gap() {
+        let mut agent = Agent::registered(NewAgent::worker("w", ["rust"]), DateTime::<Utc>::UNIX_EPOCH);
+        let (ack, event) = accept_heartbeat(&agent, Heartbeat { seq: 1 }).unwrap();
+        assert_eq!(ack, HeartbeatAck { status: AgentStatus::Idle, gap: 0 });
+        assert!(matches!(event, Some(Event::AgentStatusChanged { from: AgentStatus::Spawning, .. })));
+        (agent.status, agent.last_seq) = (ack.status, Some(1));
+        let (ack, event) = accept_heartbeat(&agent, Heartbeat { seq: 4 }).unwrap();
+        assert_eq!((ack.gap, event), (2, None), "two skipped, status unchanged");
+        let stale = accept_heartbeat(&agent, Heartbeat { seq: 1 }).unwrap_err();
+        assert!(matches!(stale, StoreError::StaleHeartbeat { last: 1, got: 1, .. }));
+        agent.status = AgentStatus::Failed;
+        assert!(matches!(accept_heartbeat(&agent, Heartbeat { seq: 9 }), Err(StoreError::InvalidTransition { .. })));
     }
 }

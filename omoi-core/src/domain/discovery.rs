@@ -238,6 +238,11 @@ pub struct NewDiscovery {
     pub priority_boost: bool,
     /// The source's dependents wait for the branch.
     pub blocking: bool,
+    /// With `blocking`: the source itself is re-queued behind the branch instead (it gives up
+    /// its lease without using an attempt, waits for the branch, then runs again; its
+    /// dependents wait for it as before).
+    #[serde(default)]
+    pub requeue_source: bool,
 }
 
 impl NewDiscovery {
@@ -260,6 +265,7 @@ impl NewDiscovery {
             done_definition: done_definition.into(),
             priority_boost: false,
             blocking: kind.blocks_by_default(),
+            requeue_source: false,
         }
     }
 
@@ -278,6 +284,14 @@ impl NewDiscovery {
     /// Sets whether the source's dependents wait for the branch.
     pub fn blocking(mut self, blocking: bool) -> Self {
         self.blocking = blocking;
+        self
+    }
+
+    /// Blocking, and the source itself is re-queued behind the branch (see
+    /// [`Self::requeue_source`]).
+    pub fn requeue_source(mut self) -> Self {
+        self.blocking = true;
+        self.requeue_source = true;
         self
     }
 
@@ -353,6 +367,9 @@ pub struct Discovery {
     pub priority_boost: bool,
     /// The source's dependents wait for the branch.
     pub blocking: bool,
+    /// The source itself was re-queued behind the branch (see [`NewDiscovery::requeue_source`]).
+    #[serde(default)]
+    pub requeue_source: bool,
     /// Nesting: 1 for a discovery of a planned task, 2 for one found by a branch task, ….
     pub depth: u32,
     /// The exact-dedup key.
@@ -393,6 +410,7 @@ impl Discovery {
             done_definition: new.done_definition,
             priority_boost: new.priority_boost,
             blocking: new.blocking,
+            requeue_source: new.blocking && new.requeue_source,
             depth,
             fingerprint,
             spawned: Vec::new(),

@@ -207,6 +207,18 @@ events! {
         /// The task.
         task_id: TaskId,
     }
+    /// A task that had not finished was given more dependencies: a re-synced plan's new edges,
+    /// or a blocking discovery's branch that its source was re-queued behind.
+    TaskDependenciesAdded "task.dependencies_added" => Task(task_id) {
+        /// The task.
+        task_id: TaskId,
+        /// The dependencies added.
+        added: Vec<TaskId>,
+        /// Its state before (`ready`, `waiting`, `claimed` or `running`).
+        from: crate::state::TaskState,
+        /// Its state after (`waiting` unless every added dependency already completed).
+        to: crate::state::TaskState,
+    }
     /// A spec was created.
     SpecCreated "spec.created" => Spec(spec_id) {
         /// The spec.

@@ -141,4 +141,7 @@ pub struct SyncOutcome {
     pub tickets_created: usize,
     /// Tasks created by this call.
     pub tasks_created: usize,
+    /// Dependencies this call added to already-synced tasks that had not started.
+    #[serde(default)]
+    pub dependencies_added: usize,
 }

@@ -41,6 +41,10 @@ pub enum RecordOutcome {
         local_ids: Vec<String>,
         /// Dependents of the source made to wait for the branch (blocking discoveries).
         held: Vec<TaskId>,
+        /// The source itself was re-queued behind the branch: its lease ended, and it runs
+        /// again once the branch completes.
+        #[serde(default)]
+        requeued: bool,
     },
     /// Known work; nothing spawned.
     Duplicate {
@@ -118,9 +122,13 @@ pub trait DiscoveryStore: Send + Sync {
     /// - else, when a limit refuses it ([`admit`](crate::branching::admit)), records the refusal;
     /// - else inserts the branch tasks (shaped by
     ///   [`shape_branch`](crate::branching::shape_branch)), and, when blocking, makes the
-    ///   source's not-yet-started dependents also depend on the branch's sinks;
+    ///   source's not-yet-started dependents also depend on the branch's sinks — or, when the
+    ///   report re-queues its source, the source itself (claimed or running: its lease ends
+    ///   without using an attempt, it waits for the sinks, then runs again; any other state
+    ///   is refused with `InvalidTransition` and nothing is recorded);
     ///
-    /// and appends every event (`discovery.recorded`, `task.created`, `discovery.branch_created`,
+    /// and appends every event (`discovery.recorded`, `task.created`,
+    /// `task.dependencies_added` for a re-queued source, `discovery.branch_created`,
     /// `discovery.deduplicated`, `discovery.refused`). Any error leaves nothing behind.
     async fn record_discovery(&self, report: DiscoveryReport) -> Result<RecordOutcome, StoreError>;
 

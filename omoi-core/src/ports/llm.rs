@@ -146,6 +146,9 @@ pub mod labels {
     pub const TASK_LOCAL_ID: &str = "omoi.task_local_id";
     /// The task's title.
     pub const TASK_TITLE: &str = "omoi.task_title";
+    /// How many steering messages (interventions) the run has applied so far; absent before
+    /// the first.
+    pub const STEERED: &str = "omoi.steered";
 }
 
 impl CompletionRequest {

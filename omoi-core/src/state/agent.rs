@@ -68,7 +68,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// OmoiOS's table (`models/agent_status.py`) as an adjacency matrix, written out
+    /// OmoiOS's agent status table as an adjacency matrix, written out
     /// independently. Rows/columns follow `AgentStatus::ALL`:
     /// spawning idle running degraded failed quarantined terminated.
     const EXPECTED: [[u8; 7]; 7] = [

@@ -10,6 +10,7 @@
 //!     (DependencyFailed)         │              │  Fail
 //!                             Failed ◄──────────┴──────────────────┘
 //!  any non-terminal ── Cancel ──► Cancelled
+//!  Ready, Claimed, Running ── DependencyAdded ──► Waiting
 //! ```
 //!
 //! `Completed` and `Cancelled` absorb every event. `Failed` is the dead letter: it absorbs every
@@ -65,6 +66,10 @@ string_enum! {
         Cancel => "cancel",
         /// An operator retried a dead-lettered task by hand.
         Redrive => "redrive",
+        /// The task was given an unfinished dependency before it finished: a re-synced plan's
+        /// new edge (from `Ready`), or a blocking discovery re-queuing its source behind the
+        /// branch (from `Claimed`/`Running`, dropping the lease without using an attempt).
+        DependencyAdded => "dependency_added",
     }
 }
 
@@ -80,17 +85,20 @@ pub const TASK_TRANSITIONS: &[(TaskState, TaskEvent, TaskState)] = &[
     (S::Blocked, E::Cancel, S::Cancelled),
     (S::Ready, E::Claim, S::Claimed),
     (S::Ready, E::Cancel, S::Cancelled),
+    (S::Ready, E::DependencyAdded, S::Waiting),
     (S::Claimed, E::Start, S::Running),
     (S::Claimed, E::Complete, S::Completed),
     (S::Claimed, E::Retry, S::Ready),
     (S::Claimed, E::Release, S::Ready),
     (S::Claimed, E::Fail, S::Failed),
     (S::Claimed, E::Cancel, S::Cancelled),
+    (S::Claimed, E::DependencyAdded, S::Waiting),
     (S::Running, E::Complete, S::Completed),
     (S::Running, E::Retry, S::Ready),
     (S::Running, E::Release, S::Ready),
     (S::Running, E::Fail, S::Failed),
     (S::Running, E::Cancel, S::Cancelled),
+    (S::Running, E::DependencyAdded, S::Waiting),
     (S::Failed, E::Redrive, S::Ready),
 ];
 
@@ -145,10 +153,14 @@ mod tests {
     /// target states: rows are states, columns events in `TaskEvent::ALL` order, `-` = illegal.
     fn expected(from: TaskState, event: TaskEvent) -> Option<TaskState> {
         use TaskState::*;
-        // columns: DepsMet DepFailed DepRestored Claim Start Complete Retry Release Fail Cancel Redrive
-        let row: [Option<TaskState>; 11] = match from {
-            Waiting => [Some(Ready), Some(Blocked), None, None, None, None, None, None, None, Some(Cancelled), None],
-            Ready => [None, None, None, Some(Claimed), None, None, None, None, None, Some(Cancelled), None],
+        // columns: DepsMet DepFailed DepRestored Claim Start Complete Retry Release Fail Cancel Redrive DepAdded
+        let row: [Option<TaskState>; 12] = match from {
+            Waiting => {
+                [Some(Ready), Some(Blocked), None, None, None, None, None, None, None, Some(Cancelled), None, None]
+            }
+            Ready => {
+                [None, None, None, Some(Claimed), None, None, None, None, None, Some(Cancelled), None, Some(Waiting)]
+            }
             Claimed => [
                 None,
                 None,
@@ -161,6 +173,7 @@ mod tests {
                 Some(Failed),
                 Some(Cancelled),
                 None,
+                Some(Waiting),
             ],
             Running => [
                 None,
@@ -174,11 +187,12 @@ mod tests {
                 Some(Failed),
                 Some(Cancelled),
                 None,
+                Some(Waiting),
             ],
-            Completed => [None; 11],
-            Failed => [None, None, None, None, None, None, None, None, None, None, Some(Ready)],
-            Cancelled => [None; 11],
-            Blocked => [None, None, Some(Waiting), None, None, None, None, None, None, Some(Cancelled), None],
+            Completed => [None; 12],
+            Failed => [None, None, None, None, None, None, None, None, None, None, Some(Ready), None],
+            Cancelled => [None; 12],
+            Blocked => [None, None, Some(Waiting), None, None, None, None, None, None, Some(Cancelled), None, None],
         };
         let col = TaskEvent::ALL.iter().position(|e| *e == event).unwrap();
         row[col]

@@ -41,8 +41,11 @@ pub struct Recording {
 /// `task:<title>` and `task:<task id>` (task agents, see [`push_task`](Self::push_task)), read
 /// from the request's [`labels`](crate::ports::llm::labels) — never from prompt text — and
 /// else the default track `""`. A retry of a phase or a task therefore takes the next answer of
-/// its own track and can never consume another's. [`with_router`](Self::with_router) replaces
-/// the rule.
+/// its own track and can never consume another's. A request of a run that has been steered
+/// (label [`STEERED`](crate::ports::llm::labels::STEERED)) goes to the `<track>@steered`
+/// continuation of its track when one is scripted: a recording holds what the model did once
+/// it was steered, wherever in the run the steer arrived. [`with_router`](Self::with_router)
+/// replaces the rule.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -133,6 +136,11 @@ impl ScriptedLlm {
         format!("task:{key}")
     }
 
+    /// The continuation of `track` once its run has been steered.
+    pub fn steered_track(track: &str) -> String {
+        format!("{track}@steered")
+    }
+
     /// Queues `output` (serialized as the answer's JSON text) for spec phase `phase`.
     pub fn push_phase(&self, phase: SpecPhase, output: &impl Serialize) {
         let text = serde_json::to_string(output).unwrap_or_default();
@@ -159,7 +167,14 @@ impl ScriptedLlm {
             label(labels::TASK_TITLE).map(|k| Self::task_track(k)),
             label(labels::TASK).map(|k| Self::task_track(k)),
         ];
-        candidates.into_iter().flatten().find(|t| known.contains_key(t)).unwrap_or_default()
+        let steered = label(labels::STEERED).is_some();
+        candidates
+            .into_iter()
+            .flatten()
+            .flat_map(|t| [steered.then(|| Self::steered_track(&t)), Some(t)])
+            .flatten()
+            .find(|t| known.contains_key(t))
+            .unwrap_or_default()
     }
 
     /// Queues a text answer on the default track.
@@ -314,6 +329,25 @@ mod tests {
         let other = CompletionRequest::new("x").with_label(labels::PHASE, "design");
         assert_eq!(llm.complete(&other).await.unwrap().text(), "default");
         assert_eq!(llm.requests_on("phase:prd").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_steered_run_continues_on_its_tracks_steered_continuation_when_one_is_scripted() {
+        use crate::ports::llm::labels;
+        let llm = ScriptedLlm::new();
+        let track = ScriptedLlm::task_track("loop");
+        for _ in 0..3 {
+            llm.push_task("loop", Scripted::Response(text_response("again")));
+        }
+        llm.push_to(&ScriptedLlm::steered_track(&track), Scripted::Response(text_response("changed course")));
+        llm.push_task("other", Scripted::Response(text_response("other")));
+        let req = |title: &str| CompletionRequest::new("x").with_label(labels::TASK_TITLE, title);
+        assert_eq!(llm.complete(&req("loop")).await.unwrap().text(), "again");
+        let steered = |title: &str| req(title).with_label(labels::STEERED, "1");
+        assert_eq!(llm.complete(&steered("loop")).await.unwrap().text(), "changed course");
+        // Without a steered continuation, a steered run stays on its track.
+        assert_eq!(llm.complete(&steered("other")).await.unwrap().text(), "other");
+        assert_eq!(llm.remaining(), 2, "the loop's unplayed answers are left");
     }
 
     #[tokio::test]

@@ -184,11 +184,16 @@ impl Recorder<'_> {
 }
 
 impl AgentRun<'_> {
-    /// The labels of every model request: the run's own, and `omoi.task`.
-    fn request_labels(&self) -> BTreeMap<String, String> {
-        let mut labels = self.labels.clone();
-        labels.insert(omoi_core::ports::llm::labels::TASK.to_owned(), self.task_id.to_string());
-        labels
+    /// The labels of every model request: the run's own, `omoi.task`, and `omoi.steered` once
+    /// the run has applied `steered` steering messages.
+    fn request_labels(&self, steered: usize) -> BTreeMap<String, String> {
+        use omoi_core::ports::llm::labels;
+        let mut out = self.labels.clone();
+        out.insert(labels::TASK.to_owned(), self.task_id.to_string());
+        if steered > 0 {
+            out.insert(labels::STEERED.to_owned(), steered.to_string());
+        }
+        out
     }
 
     /// Runs the loop to its end.
@@ -227,13 +232,14 @@ impl AgentRun<'_> {
         };
         let mut idle_turns = 0;
         let mut failures_in_a_row = 0;
+        let mut steered = 0;
         loop {
             if self.cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
                 rec.step("cancelled", json!({})).await?;
                 out.stop = StopCause::Cancelled;
                 return Ok(out);
             }
-            if let Some(stop) = self.read_mailbox(&mut messages, &mut rec).await? {
+            if let Some(stop) = self.read_mailbox(&mut messages, &mut rec, &mut steered).await? {
                 out.stop = stop;
                 return Ok(out);
             }
@@ -250,7 +256,7 @@ impl AgentRun<'_> {
                 output: None,
                 max_tokens: self.max_tokens,
                 temperature: None,
-                labels: self.request_labels(),
+                labels: self.request_labels(steered),
             };
             // A cancellation also interrupts a model call in flight (a hung provider must not
             // keep a cancelled task, and its sandbox, alive).
@@ -385,17 +391,20 @@ impl AgentRun<'_> {
         self.finish_check.map_or(Ok(()), |check| check(f))
     }
 
-    /// Injects queued steering into the conversation; an emergency ends the run.
+    /// Injects queued steering into the conversation, counting it in `steered`; an emergency
+    /// ends the run.
     async fn read_mailbox(
         &self,
         messages: &mut [Message],
         rec: &mut Recorder<'_>,
+        steered: &mut usize,
     ) -> Result<Option<StopCause>, AgentError> {
         let Some(boxes) = self.mailboxes else { return Ok(None) };
         for s in boxes.take(self.task_id, self.agent_id).await? {
             let detail =
                 json!({ "severity": s.severity, "from": s.from, "message": s.message, "intervention": s.intervention });
             rec.step("steering", detail).await?;
+            *steered += 1;
             if s.severity == Severity::Emergency {
                 return Ok(Some(StopCause::Stopped { by: s.from, message: s.message }));
             }

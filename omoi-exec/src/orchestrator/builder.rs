@@ -5,16 +5,18 @@ use std::time::Duration;
 
 use omoi_core::config::{ConfigError, OmoiConfig};
 use omoi_core::{
-    AgentStore, Clock, DiscoveryStore, EventStore, HashingEmbedder, LlmClient, SandboxProvider, SpecStore, SystemClock,
-    TaskStore,
+    AgentStore, Clock, DiscoveryStore, EventStore, HashingEmbedder, InterventionStore, LlmClient, SandboxProvider,
+    SpecStore, SystemClock, TaskStore,
 };
 use omoi_discovery::DiscoveryService;
 use omoi_spec::{PhaseExecutor, SpecRunner, StructuredExecutor};
 use parking_lot::Mutex;
 
 use super::Orchestrator;
+use super::background::{Background, BackgroundService};
 use crate::agent::AgentExecutor;
 use crate::git::GitRepo;
+use crate::memory::MemoryService;
 use crate::spec_agent::AgentPhaseExecutor;
 use crate::worker::{TaskExecutor, Worker};
 use crate::worker_builder::BuildError;
@@ -32,8 +34,11 @@ pub struct OrchestratorBuilder {
     specs: Arc<dyn SpecStore>,
     agents_store: Arc<dyn AgentStore>,
     discoveries: Arc<dyn DiscoveryStore>,
+    interventions: Arc<dyn InterventionStore>,
     clock: Arc<dyn Clock>,
     config: OmoiConfig,
+    memory: Option<MemoryService>,
+    background: Vec<Background>,
     executor: Option<Arc<dyn TaskExecutor>>,
     model: Option<(Arc<dyn LlmClient>, Arc<dyn SandboxProvider>)>,
     phases: Option<Arc<dyn PhaseExecutor>>,
@@ -50,6 +55,8 @@ impl std::fmt::Debug for OrchestratorBuilder {
             .field("workers", &self.workers)
             .field("concurrency", &self.concurrency)
             .field("origin", &self.origin)
+            .field("memory", &self.memory.is_some())
+            .field("background", &self.background.iter().map(|b| b.name).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -61,6 +68,7 @@ impl OrchestratorBuilder {
         specs: Arc<dyn SpecStore>,
         agents_store: Arc<dyn AgentStore>,
         discoveries: Arc<dyn DiscoveryStore>,
+        interventions: Arc<dyn InterventionStore>,
     ) -> Self {
         Self {
             tasks,
@@ -68,8 +76,11 @@ impl OrchestratorBuilder {
             specs,
             agents_store,
             discoveries,
+            interventions,
             clock: Arc::new(SystemClock),
             config: OmoiConfig::default(),
+            memory: None,
+            background: Vec::new(),
             executor: None,
             model: None,
             phases: None,
@@ -99,6 +110,26 @@ impl OrchestratorBuilder {
     /// set, see [`origin`](Self::origin)).
     pub fn agents(mut self, llm: Arc<dyn LlmClient>, sandboxes: Arc<dyn SandboxProvider>) -> Self {
         self.model = Some((llm, sandboxes));
+        self
+    }
+
+    /// Gives the agents of [`agents`](Self::agents) memory: every task starts with a context of
+    /// the relevant memories (and its spec's requirements and design) and writes back what it
+    /// learned, and the agentic spec phases (explore) get the memories relevant to the spec and
+    /// write back what they learned about the codebase (see [`crate::memory`]). The service is
+    /// given this orchestrator's spec store. [`MemoryService::new`] has already checked the
+    /// embedder's dimension against the store's.
+    pub fn memory(mut self, memory: MemoryService) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// Runs `service` beside the workers — e.g. the monitoring loop of `omoi-monitor`: started
+    /// with them ([`Orchestrator::start`]) and stopped after them ([`Orchestrator::shutdown`]
+    /// cancels its token once the workers have stopped, then waits for it). `service` is called
+    /// again on each start after a shutdown.
+    pub fn background(mut self, name: &'static str, service: impl BackgroundService + 'static) -> Self {
+        self.background.push(Background { name, service: Arc::new(service) });
         self
     }
 
@@ -173,6 +204,13 @@ impl OrchestratorBuilder {
         if self.workers == 0 {
             return Err(ConfigError { field: "orchestrator.workers", reason: "must be at least 1".into() }.into());
         }
+        let memory = self.memory.clone().map(|m| m.with_specs(self.specs.clone()));
+        if memory.is_some() && self.model.is_none() {
+            return Err(BuildError::Missing(
+                "a model for the memory",
+                "memory is given to agents: call .agents(llm, sandboxes) too",
+            ));
+        }
         let executor: Option<Arc<dyn TaskExecutor>> = match (&self.executor, &self.model) {
             (Some(e), _) => Some(e.clone()),
             (None, Some((llm, sandboxes))) => {
@@ -184,6 +222,9 @@ impl OrchestratorBuilder {
                     self.clock.clone(),
                 )
                 .with_config(self.config.exec.clone())
+                // Steering recorded by monitors (in this or any other process) reaches the
+                // agents between turns.
+                .with_interventions(self.interventions.clone())
                 // Discoveries (an agent's report_discovery, a failed validation's revision)
                 // branch the graph, deduplicated and bounded by the `discovery` config.
                 .with_discoveries(
@@ -192,6 +233,9 @@ impl OrchestratorBuilder {
                 );
                 if let Some((repo, base)) = &self.origin {
                     agent = agent.with_origin(repo.clone(), base.clone());
+                }
+                if let Some(memory) = &memory {
+                    agent = agent.with_memory(memory.clone());
                 }
                 Some(Arc::new(agent))
             }
@@ -205,8 +249,8 @@ impl OrchestratorBuilder {
         };
         let phases: Option<Arc<dyn PhaseExecutor>> = match (&self.phases, &self.model, &self.origin) {
             (Some(p), _, _) => Some(p.clone()),
-            (None, Some((llm, sandboxes)), Some((repo, base))) => Some(Arc::new(
-                AgentPhaseExecutor::new(
+            (None, Some((llm, sandboxes)), Some((repo, base))) => {
+                let mut phases = AgentPhaseExecutor::new(
                     llm.clone(),
                     sandboxes.clone(),
                     self.events.clone(),
@@ -214,8 +258,12 @@ impl OrchestratorBuilder {
                     repo.clone(),
                     base.clone(),
                 )
-                .with_config(self.config.spec.clone()),
-            )),
+                .with_config(self.config.spec.clone());
+                if let Some(memory) = &memory {
+                    phases = phases.with_memory(memory.clone());
+                }
+                Some(Arc::new(phases))
+            }
             (None, Some((llm, _)), None) => Some(Arc::new(StructuredExecutor::new(llm.clone()))),
             (None, None, _) => None,
         };
@@ -246,6 +294,7 @@ impl OrchestratorBuilder {
             spec_runner,
             origin: self.origin,
             settle_timeout: self.settle_timeout,
+            background: self.background,
             running: Mutex::new(None),
             submitted: Mutex::new(super::Submitted::default()),
         })

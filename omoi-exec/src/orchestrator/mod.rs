@@ -25,6 +25,7 @@
 //! task as an agent on its own git branch, [`Orchestrator::submit_spec`] turns an idea into a
 //! spec and its tasks, and [`Orchestrator::merge`] merges the completed branches.
 
+mod background;
 mod builder;
 mod report;
 
@@ -36,15 +37,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use omoi_core::config::OmoiConfig;
 use omoi_core::{
-    AgentStore, Clock, DiscoveryStore, EventStore, NewSpec, NewTask, SpecId, SpecStore, StoreError, Task, TaskCounts,
-    TaskFilter, TaskId, TaskState, TaskStore, Usage,
+    AgentStore, Clock, DiscoveryStore, EventStore, InterventionStore, NewSpec, NewTask, SpecId, SpecStore, StoreError,
+    Task, TaskCounts, TaskFilter, TaskId, TaskState, TaskStore, Usage,
 };
 use omoi_spec::{RunOutcome, SpecError, SpecRunner};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
+pub use background::BackgroundService;
 pub use builder::OrchestratorBuilder;
 pub use report::{RunReport, TaskOutcome};
 
@@ -101,6 +103,9 @@ pub fn is_settled(counts: &TaskCounts) -> bool {
 struct Running {
     stop: CancellationToken,
     handles: Vec<JoinHandle<Result<WorkerStats, StoreError>>>,
+    /// Cancelled after the workers stopped.
+    stop_background: CancellationToken,
+    background: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 /// A whole orchestrator; build it with [`Orchestrator::builder`]. See the [module docs](self).
@@ -114,6 +119,7 @@ pub struct Orchestrator {
     spec_runner: Option<SpecRunner>,
     origin: Option<(GitRepo, String)>,
     settle_timeout: Option<Duration>,
+    background: Vec<background::Background>,
     running: Mutex<Option<Running>>,
     submitted: Mutex<Submitted>,
 }
@@ -135,13 +141,15 @@ impl std::fmt::Debug for Orchestrator {
 }
 
 impl Orchestrator {
-    /// A builder over one store value that implements the task, spec, event, agent and
-    /// discovery ports (the memory, SQLite and Postgres adapters do).
+    /// A builder over one store value that implements the task, spec, event, agent, discovery
+    /// and intervention ports (the memory, SQLite and Postgres adapters do). Agents read the
+    /// interventions recorded in it between turns, whichever process recorded them.
     pub fn builder<S>(store: S) -> OrchestratorBuilder
     where
-        S: TaskStore + SpecStore + EventStore + AgentStore + DiscoveryStore + Clone + 'static,
+        S: TaskStore + SpecStore + EventStore + AgentStore + DiscoveryStore + InterventionStore + Clone + 'static,
     {
         OrchestratorBuilder::new(
+            Arc::new(store.clone()),
             Arc::new(store.clone()),
             Arc::new(store.clone()),
             Arc::new(store.clone()),
@@ -239,7 +247,8 @@ impl Orchestrator {
         ))
     }
 
-    /// Starts the workers (idempotent; the run methods call it).
+    /// Starts the workers and the [background services](OrchestratorBuilder::background)
+    /// (idempotent; the run methods call it).
     pub fn start(&self) {
         let mut running = self.running.lock();
         if running.is_some() {
@@ -254,8 +263,17 @@ impl Orchestrator {
                 tokio::spawn(async move { w.run(stop).await })
             })
             .collect();
-        info!(workers = self.workers.len(), "orchestrator started");
-        *running = Some(Running { stop, handles });
+        let stop_background = CancellationToken::new();
+        let background = self
+            .background
+            .iter()
+            .map(|b| {
+                let run = b.service.run(stop_background.clone()).instrument(info_span!("background", name = b.name));
+                (b.name, tokio::spawn(run))
+            })
+            .collect();
+        info!(workers = self.workers.len(), background = self.background.len(), "orchestrator started");
+        *running = Some(Running { stop, handles, stop_background, background });
     }
 
     /// Starts the workers if needed and waits until nothing can still run (see
@@ -285,8 +303,8 @@ impl Orchestrator {
         Ok(RunReport { workers: Some(stats), ..report })
     }
 
-    /// Stops the workers gracefully (running tasks get the grace period) and returns what they
-    /// did, summed. Idempotent.
+    /// Stops the workers gracefully (running tasks get the grace period), then the background
+    /// services, and returns what the workers did, summed. Idempotent.
     pub async fn shutdown(&self) -> Result<WorkerStats, OrchestratorError> {
         let Some(running) = self.running.lock().take() else { return Ok(WorkerStats::default()) };
         running.stop.cancel();
@@ -302,6 +320,13 @@ impl Orchestrator {
                 }
                 Ok(Err(e)) => first_error = first_error.or(Some(e.to_string())),
                 Err(e) => first_error = first_error.or(Some(e.to_string())),
+            }
+        }
+        // The monitors outlive the workers, so the last steps of the tasks are still watched.
+        running.stop_background.cancel();
+        for (name, h) in running.background {
+            if let Err(e) = h.await {
+                warn!(background = name, error = %e, "background service panicked");
             }
         }
         info!(?total, "orchestrator stopped");
@@ -413,6 +438,7 @@ impl Drop for Orchestrator {
     fn drop(&mut self) {
         if let Some(r) = self.running.get_mut().take() {
             r.stop.cancel();
+            r.stop_background.cancel();
         }
     }
 }

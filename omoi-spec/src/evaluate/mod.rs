@@ -1,12 +1,11 @@
-//! Deterministic structural evaluators: one per phase, OmoiOS's weights, per-criterion
+//! Deterministic structural evaluators: one per phase, weighted criteria, per-criterion
 //! subscores and feedback a model can act on.
 //!
 //! The score is Σ weight × subscore over the phase's criteria (the weights of a phase add up to
 //! 1). A phase passes when the score reaches the pass threshold (0.7 by default) **and** no
 //! blocking issue was found: problems that would break a later phase regardless of the score
-//! (a dependency cycle, an unknown task reference, a requirement no task addresses). OmoiOS
-//! let such plans through and broke at sync; here they send the phase back with the culprits
-//! named.
+//! (a dependency cycle, an unknown task reference, a requirement no task addresses); these send
+//! the phase back with the culprits named.
 
 mod design;
 mod explore;

@@ -40,22 +40,14 @@ impl AgentStore for InMemoryStore {
     async fn heartbeat(&self, id: AgentId, hb: Heartbeat) -> Result<HeartbeatAck, StoreError> {
         self.write(|s, now| {
             let agent = s.agents.get_mut(id)?;
-            if let Some(last) = agent.last_seq
-                && hb.seq <= last
-            {
-                return Err(StoreError::StaleHeartbeat { agent: id, last, got: hb.seq });
-            }
-            let next = omoi_core::agent::status_after_heartbeat(agent.status)
-                .map_err(|e| StoreError::transition("agent", id, e))?;
-            let gap = agent.last_seq.map_or(0, |last| hb.seq - last - 1);
-            let from = agent.status;
+            let (ack, event) = omoi_core::agent::accept_heartbeat(agent, hb)?;
             agent.last_seq = Some(hb.seq);
             agent.last_heartbeat_at = now;
-            agent.status = next;
-            if from != next {
-                s.emit(now, Event::AgentStatusChanged { agent_id: id, from, to: next, reason: "heartbeat".into() });
+            agent.status = ack.status;
+            if let Some(event) = event {
+                s.emit(now, event);
             }
-            Ok(HeartbeatAck { status: next, gap })
+            Ok(ack)
         })
     }
 

@@ -73,10 +73,14 @@ fn record(state: &mut State, report: DiscoveryReport, now: DateTime<Utc>) -> Res
     let prepared = branching::prepare(report, found, now)?;
     // Everything that can fail is checked before the first write.
     let states = state.tasks.validate(&prepared.branch)?;
+    let source_state = state.tasks.get(&source).map(|t| t.state).expect("found above");
+    let requeue = prepared.requeue(source_state)?;
     let mut events = vec![prepared.recorded_event()];
     state.tasks.apply(prepared.branch.clone(), states, now, &mut events);
     let mut held = Vec::new();
-    if !prepared.sinks.is_empty() {
+    if let Some(change) = &requeue {
+        state.tasks.add_dependencies(change, now, &mut events);
+    } else if !prepared.sinks.is_empty() {
         for dep in state.tasks.dependents_of(source) {
             let waits = state.tasks.get(&dep).is_some_and(|t| branching::waits_for_branch(t.state));
             if waits && !prepared.discovery.spawned.contains(&dep) {

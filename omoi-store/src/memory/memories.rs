@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use omoi_core::memory::{Citation, cosine, fuse_candidates, merge_citations, terms};
+use omoi_core::ports::memory_store::{check_new_embedding, query_embedding};
 use omoi_core::{Event, Memory, MemoryHit, MemoryId, MemoryQuery, MemoryStore, NewMemory, SearchMode, StoreError};
 
 use super::InMemoryStore;
@@ -23,13 +24,6 @@ const K1: f64 = 1.2;
 const B: f64 = 0.75;
 
 impl Memories {
-    fn check_dims(&self, got: usize) -> Result<(), StoreError> {
-        match self.dims {
-            Some(expected) if expected != got => Err(StoreError::DimensionMismatch { expected, got }),
-            _ => Ok(()),
-        }
-    }
-
     /// Rows passing the kind filter, best cosine first (ties by id), at most `n`.
     fn vector(&self, rows: &[usize], q: &[f32], n: usize) -> Vec<(usize, f64)> {
         let mut scored: Vec<(usize, f64)> = rows.iter().map(|&i| (i, cosine(&self.rows[i].embedding, q))).collect();
@@ -81,10 +75,7 @@ impl MemoryStore for InMemoryStore {
     async fn put_memory(&self, new: NewMemory) -> Result<Memory, StoreError> {
         self.write(|s, now| {
             let m = &mut s.memories;
-            m.check_dims(new.embedding.len())?;
-            if new.embedding.is_empty() {
-                return Err(StoreError::InvalidInput("embedding is empty".into()));
-            }
+            check_new_embedding(m.dims, &new.embedding)?;
             if m.index.contains_key(&new.id) {
                 return Err(StoreError::AlreadyExists { kind: "memory", id: new.id.to_string() });
             }
@@ -152,16 +143,7 @@ impl MemoryStore for InMemoryStore {
     async fn search_memories(&self, q: &MemoryQuery) -> Result<Vec<MemoryHit>, StoreError> {
         self.read(|s, _| {
             let m = &s.memories;
-            let embedding = match (q.mode, &q.embedding) {
-                (SearchMode::Keyword, _) => None,
-                (_, Some(e)) => {
-                    m.check_dims(e.len())?;
-                    Some(e.as_slice())
-                }
-                (_, None) => {
-                    return Err(StoreError::InvalidInput(format!("{:?} search needs a query embedding", q.mode)));
-                }
-            };
+            let embedding = query_embedding(q, m.dims)?;
             let rows: Vec<usize> =
                 (0..m.rows.len()).filter(|&i| q.kinds.is_empty() || q.kinds.contains(&m.rows[i].kind)).collect();
             let n = q.candidates();

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use omoi_core::queue::draft_sync;
+use omoi_core::queue::{SyncedTask, draft_sync};
 use omoi_core::{
     Event, NewSpec, PhaseCheckpoint, Spec, SpecEvent, SpecId, SpecState, SpecStore, StoreError, SyncOutcome, SyncPlan,
     TaskId, Ticket, TicketId, TicketStatus, Usage,
@@ -60,10 +60,11 @@ fn sync(
         |local| state.specs.ticket_by_local.get(&(id, local.to_owned())).copied(),
         |local| {
             let task = state.specs.task_by_local.get(&(id, local.to_owned())).copied()?;
-            Some((task, state.tasks.get(&task).map(|t| t.dependencies.clone()).unwrap_or_default()))
+            let t = state.tasks.get(&task)?;
+            Some(SyncedTask { id: task, dependencies: t.dependencies.clone(), state: t.state })
         },
     )?;
-    let (out, batch) = (draft.outcome, draft.new_tasks);
+    let (out, batch, added) = (draft.outcome, draft.new_tasks, draft.added_dependencies);
     let new_tickets: Vec<Ticket> = draft
         .new_tickets
         .into_iter()
@@ -93,6 +94,9 @@ fn sync(
     }
     let mut events = Vec::new();
     state.tasks.apply(batch, states, now, &mut events);
+    for change in &added {
+        state.tasks.add_dependencies(change, now, &mut events);
+    }
     for e in events {
         state.emit(now, e);
     }

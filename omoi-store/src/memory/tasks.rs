@@ -1,11 +1,12 @@
 //! `TaskStore` for the in-memory adapter: rows, a queue index and the dependency graph.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use omoi_core::late_edges::AddedDependencies;
 use omoi_core::ports::clock::add_duration;
 use omoi_core::queue::{self, AttemptLoss, LossOutcome, plan_batch};
 use omoi_core::task::check_payload;
@@ -44,19 +45,8 @@ pub(super) struct Tasks {
     pub(super) by_ticket: HashMap<TicketId, Vec<TaskId>>,
 }
 
-fn band(task: &Task) -> u8 {
-    3 - task.def.priority.rank()
-}
-
 fn key(task: &Task) -> QueueKey {
-    (band(task), task.run_at, task.id)
-}
-
-fn step(task: &mut Task, event: TaskEvent, now: DateTime<Utc>) -> Result<TaskState, StoreError> {
-    let next = task.state.apply(event).map_err(|e| StoreError::transition("task", task.id, e))?;
-    task.state = next;
-    task.updated_at = now;
-    Ok(next)
+    (queue::band(task.def.priority), task.run_at, task.id)
 }
 
 impl Tasks {
@@ -75,10 +65,8 @@ impl Tasks {
     /// The row if `token` is its current lease, else `StaleLease` (or `NotFound`).
     fn fenced(&mut self, id: TaskId, token: FencingToken) -> Result<&mut Row, StoreError> {
         let row = self.row(id)?;
-        match row.task.lease {
-            Some(l) if l.token == token && row.task.state.is_leased() => Ok(row),
-            _ => Err(StoreError::StaleLease { task: id, presented: token }),
-        }
+        queue::fenced(&row.task, token)?;
+        Ok(row)
     }
 
     /// Validates a batch without changing anything; returns initial states.
@@ -250,7 +238,7 @@ impl Tasks {
         let row = self.fenced(id, token)?;
         check_payload("result", &completion.result).map_err(StoreError::InvalidInput)?;
         let holder = row.task.lease.map(|l| l.holder).expect("fenced row is leased");
-        step(&mut row.task, TaskEvent::Complete, now)?;
+        queue::step(&mut row.task, TaskEvent::Complete, now)?;
         row.task.result = Some(completion.result);
         row.task.usage += completion.usage;
         self.drop_lease(id);
@@ -261,7 +249,7 @@ impl Tasks {
             let Some(row) = self.rows.get_mut(&d) else { continue };
             row.unmet = row.unmet.saturating_sub(1);
             if row.unmet == 0 && row.task.state == TaskState::Waiting {
-                step(&mut row.task, TaskEvent::DependenciesMet, now)?;
+                queue::step(&mut row.task, TaskEvent::DependenciesMet, now)?;
                 self.ready.insert(key(&row.task));
                 events.push(Event::TaskReady { task_id: d });
                 released.push(d);
@@ -298,63 +286,49 @@ impl Tasks {
         }
     }
 
-    /// Blocks every transitive dependent still waiting on `root`.
+    /// Blocks every transitive dependent still waiting on `root` ([`queue::block_dependent`]).
     fn block_dependents(
         &mut self,
         root: TaskId,
         now: DateTime<Utc>,
         events: &mut Vec<Event>,
     ) -> Result<Vec<TaskId>, StoreError> {
-        let mut blocked = Vec::new();
-        let mut queue = VecDeque::from([root]);
-        while let Some(cause) = queue.pop_front() {
+        let mut walk = queue::Cascade::from(root);
+        while let Some(cause) = walk.next_cause() {
             for d in self.dependents.get(&cause).cloned().unwrap_or_default() {
-                let row = self.row(d)?;
-                if row.task.state == TaskState::Waiting {
-                    step(&mut row.task, TaskEvent::DependencyFailed, now)?;
-                    events.push(Event::TaskBlocked { task_id: d, blocked_by: cause });
-                    blocked.push(d);
-                    queue.push_back(d);
+                if let Some(event) = queue::block_dependent(&mut self.row(d)?.task, cause, now)? {
+                    events.push(event);
+                    walk.reached(d);
                 }
             }
         }
-        Ok(blocked)
+        Ok(walk.finish())
     }
 
-    /// Lets blocked dependents of `root` wait again where no dependency still blocks them.
+    /// Lets blocked dependents of `root` wait again where no dependency still blocks them
+    /// ([`queue::unblock_dependent`]).
     fn unblock_dependents(
         &mut self,
         root: TaskId,
         now: DateTime<Utc>,
         events: &mut Vec<Event>,
     ) -> Result<Vec<TaskId>, StoreError> {
-        let mut unblocked = Vec::new();
-        let mut queue = VecDeque::from([root]);
-        while let Some(cause) = queue.pop_front() {
+        let mut walk = queue::Cascade::from(root);
+        while let Some(cause) = walk.next_cause() {
             for d in self.dependents.get(&cause).cloned().unwrap_or_default() {
                 let Some(row) = self.rows.get(&d) else { continue };
-                if row.task.state != TaskState::Blocked {
-                    continue;
-                }
-                let deps = row.task.dependencies.clone();
-                let still_blocked = deps.iter().any(|x| {
-                    self.get(x).is_some_and(|t| {
-                        matches!(t.state, TaskState::Failed | TaskState::Cancelled | TaskState::Blocked)
-                    })
-                });
-                if still_blocked {
-                    continue;
-                }
-                let unmet = deps.iter().filter(|x| self.get(x).is_none_or(|t| t.state != TaskState::Completed)).count();
+                let deps: HashMap<TaskId, TaskState> =
+                    row.task.dependencies.iter().filter_map(|x| self.get(x).map(|t| (*x, t.state))).collect();
                 let row = self.row(d)?;
-                row.unmet = unmet;
-                step(&mut row.task, TaskEvent::DependencyRestored, now)?;
-                events.push(Event::TaskUnblocked { task_id: d });
-                unblocked.push(d);
-                queue.push_back(d);
+                let Some(event) = queue::unblock_dependent(&mut row.task, |x| deps.get(x).copied(), now)? else {
+                    continue;
+                };
+                row.unmet = row.task.dependencies.iter().filter(|x| deps.get(x) != Some(&TaskState::Completed)).count();
+                events.push(event);
+                walk.reached(d);
             }
         }
-        Ok(unblocked)
+        Ok(walk.finish())
     }
 
     fn reclaim(
@@ -390,6 +364,31 @@ impl Tasks {
             row.unmet += 1;
         }
         self.dependents.entry(on).or_default().push(task);
+    }
+
+    /// Applies dependencies added to a stored task by the shared rule
+    /// ([`omoi_core::late_edges`]): the edges, then the move out of the ready queue or off the
+    /// lease, with its event.
+    pub(super) fn add_dependencies(&mut self, change: &AddedDependencies, now: DateTime<Utc>, events: &mut Vec<Event>) {
+        if change.drops_lease() {
+            self.drop_lease(change.task);
+        }
+        if let Some(row) = self.rows.get(&change.task)
+            && change.leaves_ready_queue()
+        {
+            self.ready.remove(&key(&row.task));
+        }
+        for on in &change.added {
+            self.add_dependency(change.task, *on);
+        }
+        if let Some(row) = self.rows.get_mut(&change.task) {
+            if change.drops_lease() {
+                row.task.attempts = row.task.attempts.saturating_sub(1);
+            }
+            row.task.state = change.to;
+            row.task.updated_at = now;
+        }
+        events.push(change.event());
     }
 }
 
@@ -442,7 +441,7 @@ impl TaskStore for InMemoryStore {
     async fn start(&self, id: TaskId, token: FencingToken) -> Result<(), StoreError> {
         self.tasks_write(|tasks, now, events| {
             let row = tasks.fenced(id, token)?;
-            step(&mut row.task, TaskEvent::Start, now)?;
+            queue::step(&mut row.task, TaskEvent::Start, now)?;
             let holder = row.task.lease.map(|l| l.holder).expect("fenced row is leased");
             events.push(Event::TaskStarted { task_id: id, holder });
             Ok(())
@@ -480,7 +479,7 @@ impl TaskStore for InMemoryStore {
             tasks.fenced(id, token)?;
             let lease = tasks.drop_lease(id).expect("fenced row is leased");
             let row = tasks.row(id)?;
-            step(&mut row.task, TaskEvent::Release, now)?;
+            queue::step(&mut row.task, TaskEvent::Release, now)?;
             row.task.attempts = row.task.attempts.saturating_sub(1);
             row.task.run_at = now;
             tasks.ready.insert(key(&tasks.rows[&id].task));
@@ -494,7 +493,7 @@ impl TaskStore for InMemoryStore {
             let row = tasks.row(id)?;
             let was = row.task.state;
             let queued = key(&row.task);
-            step(&mut row.task, TaskEvent::Cancel, now)?;
+            queue::step(&mut row.task, TaskEvent::Cancel, now)?;
             if was == TaskState::Ready {
                 tasks.ready.remove(&queued);
             }
@@ -516,7 +515,7 @@ impl TaskStore for InMemoryStore {
                 tasks.dedup.insert(k, id);
             }
             let row = tasks.row(id)?;
-            step(&mut row.task, TaskEvent::Redrive, now)?;
+            queue::step(&mut row.task, TaskEvent::Redrive, now)?;
             row.task.attempts = 0;
             row.task.run_at = now;
             tasks.ready.insert(key(&tasks.rows[&id].task));

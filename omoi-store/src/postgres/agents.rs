@@ -1,7 +1,7 @@
 //! `AgentStore` for the Postgres adapter: one row per agent, heartbeats checked under its lock.
 
 use async_trait::async_trait;
-use omoi_core::agent::status_after_heartbeat;
+use omoi_core::agent::accept_heartbeat;
 use omoi_core::config::HeartbeatConfig;
 use omoi_core::{
     Agent, AgentId, AgentStatus, AgentStore, Event, Heartbeat, HeartbeatAck, NewAgent, OverdueAgent, StoreError,
@@ -65,28 +65,20 @@ impl AgentStore for PostgresStore {
         let now = self.now();
         let mut tx = self.begin().await?;
         let agent = self.lock_agent(&mut tx, id).await?;
-        if let Some(last) = agent.last_seq
-            && hb.seq <= last
-        {
-            return Err(StoreError::StaleHeartbeat { agent: id, last, got: hb.seq });
-        }
-        let next = status_after_heartbeat(agent.status).map_err(|e| StoreError::transition("agent", id, e))?;
-        let gap = agent.last_seq.map_or(0, |last| hb.seq - last - 1);
+        let (ack, event) = accept_heartbeat(&agent, hb)?;
         sqlx::query("UPDATE agents SET last_seq = $2, last_heartbeat_at = $3, status = $4 WHERE id = $1")
             .bind(id.as_uuid())
             .bind(i64::try_from(hb.seq).unwrap_or(i64::MAX))
             .bind(now)
-            .bind(next.as_str())
+            .bind(ack.status.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        if agent.status != next {
-            let event =
-                Event::AgentStatusChanged { agent_id: id, from: agent.status, to: next, reason: "heartbeat".into() };
+        if let Some(event) = event {
             emit(&mut tx, now, &[event]).await?;
         }
         tx.commit().await.map_err(db)?;
-        Ok(HeartbeatAck { status: next, gap })
+        Ok(ack)
     }
 
     #[instrument(level = "debug", skip_all, fields(agent = %id, to = %to))]

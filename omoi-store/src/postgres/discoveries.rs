@@ -17,6 +17,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::error::{db, is_unique_violation};
+use super::late_edges::add_dependencies;
 use super::rows::{self, get, parse};
 use super::tasks::insert_batch;
 use super::{PostgresStore, emit};
@@ -121,8 +122,9 @@ async fn record(
     now: DateTime<Utc>,
 ) -> Result<(RecordOutcome, Vec<Event>), StoreError> {
     let found = find(tx, &report).await?;
-    let source = found.source.id;
+    let (source, source_state) = (found.source.id, found.source.state);
     let prepared = branching::prepare(report, found, now)?;
+    let requeue = prepared.requeue(source_state)?;
     let d = &prepared.discovery;
     let mut events = vec![prepared.recorded_event()];
     sqlx::query(
@@ -159,7 +161,9 @@ async fn record(
             .await
             .map_err(db)?;
     }
-    if !prepared.sinks.is_empty() {
+    if let Some(change) = &requeue {
+        events.push(add_dependencies(tx, change, now).await?);
+    } else if !prepared.sinks.is_empty() {
         let sinks: Vec<Uuid> = prepared.sinks.iter().map(|t| t.as_uuid()).collect();
         let spawned: Vec<Uuid> = d.spawned.iter().map(|t| t.as_uuid()).collect();
         // Only dependents that have not started wait; the row lock orders this against a

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use omoi_core::memory::{Citation, fuse_candidates, merge_citations, terms};
+use omoi_core::ports::memory_store::{check_new_embedding, query_embedding};
 use omoi_core::{Event, Memory, MemoryHit, MemoryId, MemoryQuery, MemoryStore, NewMemory, SearchMode, StoreError};
 use pgvector::Vector;
 use sqlx::postgres::PgRow;
@@ -80,12 +81,9 @@ impl PostgresStore {
         }
     }
 
-    fn check_dims(&self, got: usize) -> Result<(), StoreError> {
-        match self.inner.dims.load(Ordering::Relaxed) {
-            0 => Ok(()),
-            expected if expected != got => Err(StoreError::DimensionMismatch { expected, got }),
-            _ => Ok(()),
-        }
+    /// The embedding dimension, once fixed.
+    fn fixed_dims(&self) -> Option<usize> {
+        Some(self.inner.dims.load(Ordering::Relaxed)).filter(|d| *d > 0)
     }
 
     fn kinds(q: &MemoryQuery) -> Vec<&'static str> {
@@ -135,11 +133,8 @@ impl PostgresStore {
 impl MemoryStore for PostgresStore {
     #[instrument(level = "debug", skip_all, fields(memory = %new.id))]
     async fn put_memory(&self, new: NewMemory) -> Result<Memory, StoreError> {
-        if new.embedding.is_empty() {
-            return Err(StoreError::InvalidInput("embedding is empty".into()));
-        }
-        self.check_dims(new.embedding.len())?;
-        if self.inner.dims.load(Ordering::Relaxed) == 0 {
+        check_new_embedding(self.fixed_dims(), &new.embedding)?;
+        if self.fixed_dims().is_none() {
             self.fix_dimensions(new.embedding.len()).await?;
         }
         let now = self.now();
@@ -233,14 +228,7 @@ impl MemoryStore for PostgresStore {
 
     #[instrument(level = "debug", skip_all, fields(mode = ?q.mode, limit = q.limit))]
     async fn search_memories(&self, q: &MemoryQuery) -> Result<Vec<MemoryHit>, StoreError> {
-        let embedding = match (q.mode, &q.embedding) {
-            (SearchMode::Keyword, _) => None,
-            (_, Some(e)) => {
-                self.check_dims(e.len())?;
-                Some(e.as_slice())
-            }
-            (_, None) => return Err(StoreError::InvalidInput(format!("{:?} search needs a query embedding", q.mode))),
-        };
+        let embedding = query_embedding(q, self.fixed_dims())?;
         let n = i64::try_from(q.candidates()).unwrap_or(i64::MAX);
         let hit = |row: &PgRow, score: f64, vr: Option<usize>, kr: Option<usize>| -> Result<MemoryHit, StoreError> {
             Ok(MemoryHit { memory: rows::memory(row)?, score, vector_rank: vr, keyword_rank: kr })

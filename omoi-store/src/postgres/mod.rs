@@ -8,6 +8,7 @@ mod discoveries;
 mod error;
 mod events;
 mod interventions;
+mod late_edges;
 mod memories;
 mod notify;
 mod rows;
@@ -212,8 +213,8 @@ impl PostgresStoreBuilder {
                 self.schema
             )));
         }
-        if self.dims == Some(0) {
-            return Err(StoreError::InvalidInput("embedding dimension must be at least 1".into()));
+        if let Some(d) = self.dims {
+            omoi_core::ports::memory_store::check_configured_dimension(d)?;
         }
         let base = PgConnectOptions::from_str(&self.url)
             .map_err(|e| StoreError::InvalidInput(format!("invalid postgres url {url}: {}", scrub(&e, &self.url))))?;

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use omoi_core::queue::draft_sync;
+use omoi_core::queue::{SyncedTask, draft_sync};
 use omoi_core::{
     Event, NewSpec, PhaseCheckpoint, Spec, SpecEvent, SpecId, SpecState, SpecStore, StoreError, SyncOutcome, SyncPlan,
     TaskId, Ticket, TicketId, TicketStatus, Usage,
@@ -14,6 +14,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::error::{db, is_unique_violation};
+use super::late_edges::add_dependencies;
 use super::rows::{self, get, parse};
 use super::tasks::insert_batch;
 use super::{PostgresStore, emit};
@@ -206,9 +207,11 @@ impl SpecStore for PostgresStore {
                 .iter()
                 .map(|r| Ok((get(r, "local_id")?, TicketId::from_uuid(get(r, "id")?))))
                 .collect::<Result<_, StoreError>>()?;
-        let known_tasks: HashMap<String, (TaskId, Vec<TaskId>)> = sqlx::query(
-            "SELECT s.local_id, s.task_id, t.dependencies FROM sync_tasks s JOIN tasks t ON t.id = s.task_id \
-             WHERE s.spec_id = $1",
+        // The spec's task rows stay locked until commit: a task that gains a dependency cannot
+        // be claimed meanwhile.
+        let known_tasks: HashMap<String, SyncedTask> = sqlx::query(
+            "SELECT s.local_id, s.task_id, t.dependencies, t.state FROM sync_tasks s JOIN tasks t ON t.id = s.task_id \
+             WHERE s.spec_id = $1 FOR UPDATE OF t",
         )
         .bind(id.as_uuid())
         .fetch_all(&mut *tx)
@@ -217,10 +220,13 @@ impl SpecStore for PostgresStore {
         .iter()
         .map(|r| {
             let deps: Vec<uuid::Uuid> = get(r, "dependencies")?;
-            Ok((
-                get(r, "local_id")?,
-                (TaskId::from_uuid(get(r, "task_id")?), deps.into_iter().map(TaskId::from_uuid).collect()),
-            ))
+            let state: String = get(r, "state")?;
+            let task = SyncedTask {
+                id: TaskId::from_uuid(get(r, "task_id")?),
+                dependencies: deps.into_iter().map(TaskId::from_uuid).collect(),
+                state: parse("task state", &state)?,
+            };
+            Ok((get(r, "local_id")?, task))
         })
         .collect::<Result<_, StoreError>>()?;
 
@@ -260,6 +266,9 @@ impl SpecStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
+        }
+        for change in &draft.added_dependencies {
+            events.push(add_dependencies(&mut tx, change, now).await?);
         }
         events.push(Event::SpecSynced {
             spec_id: id,

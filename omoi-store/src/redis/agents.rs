@@ -1,6 +1,6 @@
 //! `AgentStore` for the Redis adapter: one hash per agent, changed by compare-and-set scripts.
 //!
-//! A change reads the agent, decides in Rust with the shared rules ([`status_after_heartbeat`],
+//! A change reads the agent, decides in Rust with the shared rules ([`accept_heartbeat`],
 //! [`AgentStatus::transition`]), then applies the result with [`UPDATE`] only if the agent's
 //! version is still the one read; otherwise it reads again. So concurrent heartbeats and
 //! transitions of one agent are serialized without a lock, and the rules are the same code as in
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use omoi_core::agent::status_after_heartbeat;
+use omoi_core::agent::accept_heartbeat;
 use omoi_core::config::HeartbeatConfig;
 use omoi_core::{
     Agent, AgentId, AgentStatus, AgentStore, Event, Heartbeat, HeartbeatAck, NewAgent, OverdueAgent, StoreError,
@@ -176,22 +176,9 @@ impl AgentStore for RedisStore {
     async fn heartbeat(&self, id: AgentId, hb: Heartbeat) -> Result<HeartbeatAck, StoreError> {
         for _ in 0..MAX_ROUNDS {
             let (agent, ver) = self.load_agent(id).await?.ok_or_else(|| StoreError::not_found("agent", id))?;
-            if let Some(last) = agent.last_seq
-                && hb.seq <= last
-            {
-                return Err(StoreError::StaleHeartbeat { agent: id, last, got: hb.seq });
-            }
-            let next = status_after_heartbeat(agent.status).map_err(|e| StoreError::transition("agent", id, e))?;
-            let gap = agent.last_seq.map_or(0, |last| hb.seq - last - 1);
-            let events: Vec<Event> = (agent.status != next)
-                .then(|| Event::AgentStatusChanged {
-                    agent_id: id,
-                    from: agent.status,
-                    to: next,
-                    reason: "heartbeat".into(),
-                })
-                .into_iter()
-                .collect();
+            let (ack, event) = accept_heartbeat(&agent, hb)?;
+            let next = ack.status;
+            let events: Vec<Event> = event.into_iter().collect();
             let ttl = self.inner.heartbeat.ttl_for(agent.kind, next);
             let fields = [
                 ("status", next.as_str().to_owned()),
@@ -199,7 +186,7 @@ impl AgentStore for RedisStore {
                 ("last_hb", self.now().timestamp_micros().to_string()),
             ];
             if self.update_agent(id, &ver, Alive::Refresh(ttl), next, &events, &fields).await? {
-                return Ok(HeartbeatAck { status: next, gap });
+                return Ok(ack);
             }
         }
         Err(contended(id))

@@ -1,7 +1,7 @@
 //! `AgentStore` for the SQLite adapter.
 
 use async_trait::async_trait;
-use omoi_core::agent::status_after_heartbeat;
+use omoi_core::agent::accept_heartbeat;
 use omoi_core::config::HeartbeatConfig;
 use omoi_core::{
     Agent, AgentId, AgentStatus, AgentStore, Event, Heartbeat, HeartbeatAck, NewAgent, OverdueAgent, StoreError,
@@ -83,31 +83,20 @@ impl AgentStore for SqliteStore {
         let seq = int("heartbeat seq", hb.seq)?;
         let mut w = self.begin().await?;
         let agent = load(w.conn(), id).await?;
-        if let Some(last) = agent.last_seq
-            && hb.seq <= last
-        {
-            return Err(StoreError::StaleHeartbeat { agent: id, last, got: hb.seq });
-        }
-        let next = status_after_heartbeat(agent.status).map_err(|e| StoreError::transition("agent", id, e))?;
-        let gap = agent.last_seq.map_or(0, |last| hb.seq - last - 1);
+        let (ack, event) = accept_heartbeat(&agent, hb)?;
         sqlx::query("UPDATE agents SET status = ?2, last_seq = ?3, last_heartbeat_at = ?4 WHERE id = ?1")
             .bind(id.to_string())
-            .bind(next.as_str())
+            .bind(ack.status.as_str())
             .bind(seq)
             .bind(us(w.now))
             .execute(w.conn())
             .await
             .map_err(db)?;
-        if agent.status != next {
-            w.emit(Event::AgentStatusChanged {
-                agent_id: id,
-                from: agent.status,
-                to: next,
-                reason: "heartbeat".into(),
-            });
+        if let Some(event) = event {
+            w.emit(event);
         }
         self.commit(w).await?;
-        Ok(HeartbeatAck { status: next, gap })
+        Ok(ack)
     }
 
     #[tracing::instrument(level = "debug", name = "sqlite.transition_agent", skip(self))]

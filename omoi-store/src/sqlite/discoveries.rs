@@ -16,6 +16,7 @@ use sqlx::{Row, SqliteConnection};
 use super::SqliteStore;
 use super::codec::{get, get_parsed, get_time, json, text_array, u32_of, us};
 use super::error::{db, insert};
+use super::late_edges::add_dependencies;
 use super::tasks::{dependents_of, get_in, insert_batch};
 use super::write::Write;
 
@@ -105,8 +106,9 @@ async fn find(conn: &mut SqliteConnection, report: &DiscoveryReport) -> Result<F
 
 async fn record(w: &mut Write, report: DiscoveryReport) -> Result<RecordOutcome, StoreError> {
     let found = find(w.conn(), &report).await?;
-    let source = found.source.id;
+    let (source, source_state) = (found.source.id, found.source.state);
     let prepared = branching::prepare(report, found, w.now)?;
+    let requeue = prepared.requeue(source_state)?;
     let d = &prepared.discovery;
     w.emit(prepared.recorded_event());
     sqlx::query(
@@ -138,7 +140,9 @@ async fn record(w: &mut Write, report: DiscoveryReport) -> Result<RecordOutcome,
         .await
         .map_err(db)?;
     }
-    if !prepared.sinks.is_empty() {
+    if let Some(change) = &requeue {
+        add_dependencies(w, change).await?;
+    } else if !prepared.sinks.is_empty() {
         let spawned: HashSet<TaskId> = d.spawned.iter().copied().collect();
         for dep in dependents_of(&mut *w.conn(), source).await? {
             let state: TaskState = {

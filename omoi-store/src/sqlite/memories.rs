@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use omoi_core::memory::{Citation, cosine, fuse_candidates, merge_citations, terms};
+use omoi_core::ports::memory_store::{check_configured_dimension, check_new_embedding, query_embedding};
 use omoi_core::{Event, Memory, MemoryHit, MemoryId, MemoryQuery, MemoryStore, NewMemory, SearchMode, StoreError};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqliteConnection};
@@ -68,13 +69,6 @@ async fn store_dims(conn: &mut SqliteConnection, dims: usize) -> Result<(), Stor
     Ok(())
 }
 
-fn check_dims(expected: Option<usize>, got: usize) -> Result<(), StoreError> {
-    match expected {
-        Some(expected) if expected != got => Err(StoreError::DimensionMismatch { expected, got }),
-        _ => Ok(()),
-    }
-}
-
 /// An FTS5 query matching any of `text`'s terms, each quoted; `None` if it has no terms.
 fn match_any(text: &str) -> Option<String> {
     let mut seen = std::collections::HashSet::new();
@@ -93,9 +87,7 @@ impl SqliteStore {
         match (stored, configured) {
             (Some(s), Some(c)) if s != c => return Err(StoreError::DimensionMismatch { expected: s, got: c }),
             (None, Some(c)) => {
-                if c == 0 {
-                    return Err(StoreError::InvalidInput("embedding dimension must be at least 1".into()));
-                }
+                check_configured_dimension(c)?;
                 let mut w = self.begin().await?;
                 // Another process may have fixed it meanwhile; the transaction re-reads under the lock.
                 match stored_dims(w.conn()).await? {
@@ -186,10 +178,7 @@ impl MemoryStore for SqliteStore {
     async fn put_memory(&self, new: NewMemory) -> Result<Memory, StoreError> {
         let mut w = self.begin().await?;
         let dims = stored_dims(w.conn()).await?;
-        check_dims(dims, new.embedding.len())?;
-        if new.embedding.is_empty() {
-            return Err(StoreError::InvalidInput("embedding is empty".into()));
-        }
+        check_new_embedding(dims, &new.embedding)?;
         let memory = Memory {
             id: new.id,
             kind: new.kind,
@@ -294,14 +283,7 @@ impl MemoryStore for SqliteStore {
 
     #[tracing::instrument(level = "debug", name = "sqlite.search_memories", skip_all, fields(mode = ?q.mode, limit = q.limit))]
     async fn search_memories(&self, q: &MemoryQuery) -> Result<Vec<MemoryHit>, StoreError> {
-        let embedding = match (q.mode, &q.embedding) {
-            (SearchMode::Keyword, _) => None,
-            (_, Some(e)) => {
-                check_dims(self.dims().await?, e.len())?;
-                Some(e.as_slice())
-            }
-            (_, None) => return Err(StoreError::InvalidInput(format!("{:?} search needs a query embedding", q.mode))),
-        };
+        let embedding = query_embedding(q, self.dims().await?)?;
         let kinds = (!q.kinds.is_empty()).then(|| text_array(q.kinds.iter()));
         let kinds = kinds.as_deref();
         let n = q.candidates();

@@ -7,6 +7,7 @@ mod discoveries;
 mod error;
 mod events;
 mod interventions;
+mod late_edges;
 mod memories;
 mod specs;
 mod tasks;

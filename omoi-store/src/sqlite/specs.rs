@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use omoi_core::queue::draft_sync;
+use omoi_core::queue::{SyncedTask, draft_sync};
 use omoi_core::{
     Event, ExecutionMode, NewSpec, PhaseCheckpoint, Spec, SpecEvent, SpecId, SpecPhase, SpecState, SpecStore,
     StoreError, SyncOutcome, SyncPlan, TaskId, TaskState, Ticket, TicketId, TicketStatus, Usage,
@@ -14,6 +14,7 @@ use sqlx::{Sqlite, SqliteConnection};
 use super::SqliteStore;
 use super::codec::{get, get_json, get_parsed, get_parsed_opt, get_time, int, json, text_array, uint, us};
 use super::error::{db, insert};
+use super::late_edges::add_dependencies;
 use super::tasks::insert_batch;
 use super::write::Write;
 
@@ -138,15 +139,23 @@ async fn sync(w: &mut Write, id: SpecId, plan: &SyncPlan) -> Result<SyncOutcome,
         .iter()
         .map(|r| Ok((get(r, "local_id")?, get_parsed(r, "id")?)))
         .collect::<Result<_, StoreError>>()?;
-    let known_tasks: HashMap<String, (TaskId, Vec<TaskId>)> = sqlx::query(
-        "SELECT s.local_id, s.task_id, t.deps FROM spec_tasks s JOIN tasks t ON t.id = s.task_id WHERE s.spec_id = ?1",
+    let known_tasks: HashMap<String, SyncedTask> = sqlx::query(
+        "SELECT s.local_id, s.task_id, t.deps, t.state FROM spec_tasks s JOIN tasks t ON t.id = s.task_id \
+         WHERE s.spec_id = ?1",
     )
     .bind(&sid)
     .fetch_all(w.conn())
     .await
     .map_err(db)?
     .iter()
-    .map(|r| Ok((get(r, "local_id")?, (get_parsed(r, "task_id")?, get_json(r, "deps")?))))
+    .map(|r| {
+        let task = SyncedTask {
+            id: get_parsed(r, "task_id")?,
+            dependencies: get_json(r, "deps")?,
+            state: get_parsed(r, "state")?,
+        };
+        Ok((get(r, "local_id")?, task))
+    })
     .collect::<Result<_, StoreError>>()?;
     let draft = draft_sync(id, plan, |l| known_tickets.get(l).copied(), |l| known_tasks.get(l).cloned())?;
     let (out, new_tickets, batch) = (draft.outcome, draft.new_tickets, draft.new_tasks);
@@ -181,6 +190,9 @@ async fn sync(w: &mut Write, id: SpecId, plan: &SyncPlan) -> Result<SyncOutcome,
             .execute(w.conn())
             .await
             .map_err(insert("task", &local))?;
+    }
+    for change in &draft.added_dependencies {
+        add_dependencies(w, change).await?;
     }
     w.emit(Event::SpecSynced { spec_id: id, tickets_created: out.tickets_created, tasks_created: out.tasks_created });
     Ok(out)

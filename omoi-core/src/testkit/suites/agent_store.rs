@@ -156,3 +156,24 @@ pub async fn list_agents_filters_by_status(h: Harness) {
     assert_eq!(ids(h.agents.list_agents(Some(AgentStatus::Running)).await.unwrap()), vec![b]);
     assert_eq!(ids(h.agents.list_agents(Some(AgentStatus::Spawning)).await.unwrap()), vec![c]);
 }
+
+/// Runs the whole [`AgentStore`](crate::AgentStore) suite against an adapter. The factory
+/// yields `Arc<S>` with `S: AgentStore`.
+#[macro_export]
+macro_rules! agent_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            agent_store,
+            $factory,
+            [
+                first_heartbeat_moves_a_spawning_agent_to_idle,
+                heartbeat_sequence_must_increase_and_gaps_are_reported,
+                overdue_agents_are_found_by_ttl_with_missed_periods,
+                agent_transition_table_is_enforced,
+                degraded_agent_recovers_on_heartbeat,
+                failed_agent_cannot_heartbeat,
+                list_agents_filters_by_status,
+            ]
+        );
+    };
+}

@@ -170,6 +170,56 @@ pub async fn blocking_discovery_holds_the_sources_dependents_until_the_branch_co
     assert_eq!(h.state(dependent).await, TaskState::Ready);
 }
 
+/// A blocking discovery that re-queues its source makes the source itself wait for the branch:
+/// in the same transaction its lease ends (the old token is fenced) without using an attempt,
+/// it waits for the branch, runs again once the branch completes, and its dependents wait for
+/// it as before. A source that holds no lease cannot be re-queued: refused, nothing recorded.
+pub async fn blocking_discovery_requeues_its_source_behind_the_branch(h: Harness) {
+    let (src, dependent) = h.running_source(SpecId::new(), "TSK-001").await;
+    let attempts = h.tasks.get_task(src.task.id).await.unwrap().attempts;
+    let before = h.events.last_cursor().await.unwrap();
+    let d = bug(src.task.id, "missing requirement").requeue_source();
+    let out = h.report(d.clone(), BranchLimits::default()).await;
+    let RecordOutcome::Branched { tasks, held, requeued, .. } = out else { panic!("{out:?}") };
+    assert!(requeued && held.is_empty(), "the source waits, not its dependents: {held:?}");
+    assert!(h.discoveries.get_discovery(d.id).await.unwrap().requeue_source);
+    let source = h.tasks.get_task(src.task.id).await.unwrap();
+    assert_eq!(source.state, TaskState::Waiting);
+    assert!(source.lease.is_none());
+    assert_eq!(source.attempts, attempts - 1, "the interrupted attempt is given back");
+    assert!(source.dependencies.contains(&tasks[0]));
+    let names: Vec<&str> = h.events_after(before).await.iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["discovery.recorded", "task.created", "task.dependencies_added", "discovery.branch_created"]);
+    let stale = h.tasks.complete(src.task.id, src.lease.token, Completion::default()).await.unwrap_err();
+    assert!(matches!(stale, StoreError::StaleLease { .. }), "{stale:?}");
+    assert_eq!(h.tasks.get_task(dependent).await.unwrap().dependencies, [src.task.id]);
+    h.complete(tasks[0]).await;
+    assert_eq!(h.state(src.task.id).await, TaskState::Ready, "the source runs again after the branch");
+    h.complete(src.task.id).await;
+    assert_eq!(h.state(dependent).await, TaskState::Ready);
+    // Only a claimed or running source can be re-queued.
+    let (other, waiting) = h.running_source(SpecId::new(), "TSK-002").await;
+    let tasks_before = h.count_tasks().await;
+    let cursor = h.events.last_cursor().await.unwrap();
+    let bad = bug(waiting, "not running").requeue_source();
+    let source = h.tasks.get_task(waiting).await.unwrap();
+    let err = h
+        .discoveries
+        .record_discovery(DiscoveryReport {
+            discovery: bad.clone(),
+            branch: default_branch(&source, &bad),
+            limits: BranchLimits::default(),
+            duplicate_of: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidTransition { .. }), "{err:?}");
+    assert!(matches!(h.discoveries.get_discovery(bad.id).await, Err(StoreError::NotFound { .. })));
+    assert_eq!(h.count_tasks().await, tasks_before);
+    assert_eq!(h.events.last_cursor().await.unwrap(), cursor);
+    assert_eq!(h.state(other.task.id).await, TaskState::Running);
+}
+
 /// A non-blocking discovery runs beside the source: its dependents are released as before.
 pub async fn non_blocking_discovery_runs_beside_the_source(h: Harness) {
     let (src, dependent) = h.running_source(SpecId::new(), "TSK-001").await;
@@ -509,99 +559,140 @@ pub async fn list_filters_by_spec_source_status_and_kind(h: Harness) {
     ));
 }
 
-/// A deterministic pseudo-random sequence (xorshift), so a failing seed can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
+/// One step of a random report sequence.
+#[derive(Debug, Clone)]
+enum Op {
+    /// The store's clock moves on this many seconds.
+    Advance(u64),
+    /// The oldest ready branch task of the spec ends badly (cancelled: diagnostic failure
+    /// history).
+    FailBranch,
+    /// A source (by index among the planned sources and the branch tasks spawned so far)
+    /// reports a discovery of a kind, numbered text (repeats are exact duplicates), blocking or
+    /// not.
+    Report { source: usize, kind: usize, text: usize, blocking: bool },
 }
 
-/// Random sequences of reports (sources, nested branches, kinds, repeats, clock steps, failing
-/// branches) never exceed any limit: per source, per spec, depth, cooldown, diagnostics.
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        1 => (0u64..90).prop_map(Op::Advance),
+        1 => Just(Op::FailBranch),
+        6 => (0usize..64, 0..DiscoveryKind::ALL.len(), 0usize..12, any::<bool>())
+            .prop_map(|(source, kind, text, blocking)| Op::Report { source, kind, text, blocking }),
+    ]
+}
+
+/// Runs one sequence against a fresh spec, checking online that a diagnostic branches only
+/// under the failure limit, and afterwards, from what the store holds, every other limit.
+async fn run_sequence(h: &Harness, ops: Vec<Op>, limits: BranchLimits) -> Result<(), String> {
+    let spec = SpecId::new();
+    // Planned sources (the store does not require a reporting source to hold a lease).
+    let planned: Vec<NewTask> = (0..8)
+        .map(|i| {
+            let links = TaskLinks { spec_id: Some(spec), local_id: Some(format!("P-{i}")), ..TaskLinks::default() };
+            NewTask::new(format!("planned {i}")).links(links).phase(WorkPhase::Implementation)
+        })
+        .collect();
+    let mut sources: Vec<TaskId> = planned.iter().map(|t| t.id).collect();
+    h.tasks.insert_tasks(planned).await.map_err(|e| e.to_string())?;
+    let mut reports = 0;
+    for (step, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Advance(s) => h.clock.advance(Duration::from_secs(s)),
+            Op::FailBranch => {
+                let filter =
+                    TaskFilter { spec_id: Some(spec), states: vec![TaskState::Ready], ..TaskFilter::default() };
+                let ready = h.tasks.list_tasks(&filter).await.map_err(|e| e.to_string())?;
+                if let Some(t) = ready.iter().find(|t| t.links.parent_id.is_some()) {
+                    // Cancelled counts as failed for the diagnostic limit.
+                    h.tasks.cancel(t.id).await.map_err(|e| e.to_string())?;
+                }
+            }
+            Op::Report { source, kind, text, blocking } => {
+                let source = sources[source % sources.len()];
+                let kind = DiscoveryKind::ALL[kind];
+                let failures_before = if kind.is_diagnostic() { diagnostic_failures(h, spec).await } else { 0 };
+                reports += 1;
+                let out = h.report(distinct(source, text, kind).blocking(blocking), limits).await;
+                if let RecordOutcome::Branched { tasks, .. } = out {
+                    if kind.is_diagnostic() && failures_before >= limits.max_consecutive_diagnostic_failures {
+                        return Err(format!("step {step}: a diagnostic branched after {failures_before} failures"));
+                    }
+                    sources.push(tasks[0]);
+                }
+            }
+        }
+    }
+    let all = h
+        .discoveries
+        .list_discoveries(&DiscoveryFilter { spec_id: Some(spec), ..DiscoveryFilter::default() })
+        .await
+        .map_err(|e| e.to_string())?;
+    if all.len() != reports {
+        return Err(format!("{reports} reports but {} discoveries stored: one was dropped", all.len()));
+    }
+    let branched: Vec<_> = all.iter().filter(|d| !d.spawned.is_empty()).collect();
+    if branched.len() > limits.per_spec as usize {
+        return Err(format!("{} branches in the spec, cap {}", branched.len(), limits.per_spec));
+    }
+    let mut per_source = std::collections::HashMap::<TaskId, Vec<_>>::new();
+    for d in &branched {
+        if d.depth > limits.max_depth {
+            return Err(format!("a branch at depth {}, max {}", d.depth, limits.max_depth));
+        }
+        per_source.entry(d.source_task).or_default().push(d.created_at);
+    }
+    for (s, mut times) in per_source {
+        if times.len() > limits.per_source as usize {
+            return Err(format!("source {s} branched {} times, cap {}", times.len(), limits.per_source));
+        }
+        times.sort();
+        for w in times.windows(2) {
+            if (w[1] - w[0]).to_std().unwrap_or_default() < limits.cooldown {
+                return Err(format!("source {s} branched twice within the cooldown"));
+            }
+        }
+    }
+    let live: Vec<_> = all.iter().filter(|d| d.status.is_live()).map(|d| d.fingerprint.clone()).collect();
+    if live.iter().collect::<HashSet<_>>().len() != live.len() {
+        return Err("two live discoveries with the same text".into());
+    }
+    if all.iter().any(|d| d.status == DiscoveryStatus::Refused && d.refusal.is_none()) {
+        return Err("a refusal without its reason".into());
+    }
+    Ok(())
+}
+
+/// A property test (proptest, shrinking to the shortest failing sequence): any random
+/// sequence of reports — sources and the branches they spawn as new sources, every kind,
+/// blocking or not, repeated texts, clock steps and failing branches — never exceeds any
+/// limit of the defaults (5 per source, 50 per spec, depth 3, a 60 s cooldown on the store's
+/// clock, 3 consecutive diagnostic failures), and every report is stored. `PROPTEST_CASES`
+/// sets the number of sequences (default 6, so every backend stays fast in CI).
 pub async fn random_report_sequences_never_exceed_any_limit(h: Harness) {
-    let limits = BranchLimits {
-        per_source: 2,
-        per_spec: 7,
-        max_depth: 2,
-        cooldown: Duration::from_secs(10),
-        max_consecutive_diagnostic_failures: 2,
-    };
-    for seed in [0x9E37_79B9_7F4A_7C15u64, 42, 7_777_777] {
-        let mut rng = Rng(seed);
-        let spec = SpecId::new();
-        let mut sources = Vec::new();
-        for i in 0..3 {
-            sources.push(h.running_source(spec, &format!("S{seed}-{i}")).await.0.task.id);
-        }
-        for step in 0..40usize {
-            match rng.below(10) {
-                0 => h.clock.advance(Duration::from_secs(rng.below(15))),
-                1 => {
-                    // A branch task fails (diagnostic failure history).
-                    let open = h
-                        .tasks
-                        .list_tasks(&TaskFilter {
-                            spec_id: Some(spec),
-                            states: vec![TaskState::Ready],
-                            ..TaskFilter::default()
-                        })
-                        .await
-                        .unwrap();
-                    if let Some(t) = open.iter().find(|t| t.links.parent_id.is_some()) {
-                        let c = h.claim_one(t.id).await;
-                        h.tasks.fail(t.id, c.lease.token, Failure::permanent("x")).await.unwrap();
-                    }
-                }
-                _ => {
-                    let source = sources[rng.below(sources.len() as u64) as usize];
-                    let kind = DiscoveryKind::ALL[rng.below(DiscoveryKind::ALL.len() as u64) as usize];
-                    let n = rng.below(6) as usize; // repeats make exact duplicates
-                    let failures_before = diagnostic_failures(&h, spec).await;
-                    let out = h.report(distinct(source, n, kind), limits).await;
-                    if let RecordOutcome::Branched { tasks, .. } = out {
-                        if kind.is_diagnostic() {
-                            assert!(
-                                failures_before < limits.max_consecutive_diagnostic_failures,
-                                "seed {seed} step {step}: diagnostic branched after {failures_before} failures"
-                            );
-                        }
-                        sources.push(tasks[0]);
-                    }
-                }
-            }
-        }
-        let all = h
-            .discoveries
-            .list_discoveries(&DiscoveryFilter { spec_id: Some(spec), ..DiscoveryFilter::default() })
-            .await
-            .unwrap();
-        let branched: Vec<_> = all.iter().filter(|d| !d.spawned.is_empty()).collect();
-        assert!(!branched.is_empty(), "seed {seed}: the sequence branched");
-        assert!(all.iter().any(|d| d.status == DiscoveryStatus::Refused), "seed {seed}: the sequence hit a limit");
-        assert!(branched.len() <= limits.per_spec as usize, "seed {seed}: spec cap");
-        let mut per_source = std::collections::HashMap::<TaskId, Vec<_>>::new();
-        for d in &branched {
-            assert!(d.depth <= limits.max_depth, "seed {seed}: depth {}", d.depth);
-            per_source.entry(d.source_task).or_default().push(d.created_at);
-        }
-        for (s, mut times) in per_source {
-            assert!(times.len() <= limits.per_source as usize, "seed {seed}: source {s} cap");
-            times.sort();
-            for w in times.windows(2) {
-                assert!((w[1] - w[0]).to_std().unwrap() >= limits.cooldown, "seed {seed}: cooldown");
-            }
-        }
-        let live: HashSet<_> = all.iter().filter(|d| d.status.is_live()).map(|d| d.fingerprint.clone()).collect();
-        assert_eq!(
-            live.len(),
-            all.iter().filter(|d| d.status.is_live()).count(),
-            "seed {seed}: one live discovery per text"
-        );
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let limits = BranchLimits::default();
+    assert_eq!(
+        (
+            limits.per_source,
+            limits.per_spec,
+            limits.max_depth,
+            limits.cooldown,
+            limits.max_consecutive_diagnostic_failures
+        ),
+        (5, 50, 3, Duration::from_secs(60), 3),
+        "the defaults under test"
+    );
+    let handle = tokio::runtime::Handle::current();
+    let strategy = proptest::collection::vec(op(), 20..100);
+    let result = tokio::task::block_in_place(|| {
+        let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+        runner.run(&strategy, |ops| handle.block_on(run_sequence(&h, ops, limits)).map_err(TestCaseError::fail))
+    });
+    if let Err(e) = result {
+        panic!("a report sequence exceeded a limit: {e}");
     }
 }
 
@@ -619,4 +710,34 @@ async fn diagnostic_failures(h: &Harness, spec: SpecId) -> u32 {
         }
     }
     crate::branching::consecutive_failures(branches.iter().map(Vec::as_slice))
+}
+
+/// Runs the whole [`DiscoveryStore`](crate::DiscoveryStore) suite against an adapter. The
+/// factory yields `Arc<S>` with `S: DiscoveryStore + TaskStore + EventStore`.
+#[macro_export]
+macro_rules! discovery_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            discovery_store,
+            $factory,
+            [
+                branch_is_recorded_with_links_boosted_priority_and_events,
+                blocking_discovery_holds_the_sources_dependents_until_the_branch_completes,
+                blocking_discovery_requeues_its_source_behind_the_branch,
+                non_blocking_discovery_runs_beside_the_source,
+                discovery_is_resolved_when_its_last_branch_task_completes,
+                exact_duplicate_links_to_the_existing_branch_and_spawns_nothing,
+                duplicate_named_by_the_caller_is_recorded_and_spawns_nothing,
+                eight_concurrent_reports_of_the_same_discovery_create_exactly_one_branch,
+                per_source_cap_refuses_the_sixth_branch_and_keeps_the_refusal,
+                per_spec_cap_refuses_branches_beyond_the_limit,
+                depth_cap_refuses_a_branch_nested_deeper_than_allowed,
+                cooldown_refuses_a_second_branch_until_it_has_passed,
+                consecutive_diagnostic_failures_refuse_further_diagnostics,
+                failed_branch_is_atomic_and_leaves_nothing,
+                list_filters_by_spec_source_status_and_kind,
+                random_report_sequences_never_exceed_any_limit,
+            ]
+        );
+    };
 }

@@ -152,3 +152,22 @@ pub async fn concurrent_appenders_produce_one_total_order(h: Harness) {
     }
     assert_eq!(live, all.iter().map(|e| e.cursor).collect::<Vec<_>>(), "subscriber saw the same order");
 }
+
+/// Runs the whole [`EventStore`](crate::EventStore) suite against an adapter. The factory
+/// yields `Arc<S>` with `S: EventStore`.
+#[macro_export]
+macro_rules! event_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            event_store,
+            $factory,
+            [
+                appended_events_get_increasing_cursors_and_read_back_in_order,
+                read_after_a_cursor_returns_only_later_events_up_to_the_limit,
+                subscribe_replays_then_tails_live_without_gaps_or_repeats,
+                subscriber_resumes_from_its_last_cursor_after_reconnecting,
+                concurrent_appenders_produce_one_total_order,
+            ]
+        );
+    };
+}

@@ -175,3 +175,25 @@ pub async fn wrong_dimension_is_rejected(h: Harness) {
     no_vec.embedding = None;
     assert!(matches!(h.memory.search_memories(&no_vec).await, Err(StoreError::InvalidInput(_))));
 }
+
+/// Runs the whole [`MemoryStore`](crate::MemoryStore) suite against an adapter. The factory
+/// yields `Arc<S>` with `S: MemoryStore`, storing 3-dimensional embeddings.
+#[macro_export]
+macro_rules! memory_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            memory_store,
+            $factory,
+            [
+                put_and_get_round_trip,
+                hybrid_search_ranks_agreement_first_where_vector_and_keyword_disagree,
+                vector_and_keyword_modes_rank_by_one_signal,
+                kind_filter_and_limit_apply,
+                wrong_dimension_is_rejected,
+                reinforcement_counts_refreshes_and_merges_citations,
+                uses_are_counted_once_per_call,
+                embedder_dimensions_are_checked_against_the_store,
+            ]
+        );
+    };
+}

@@ -423,3 +423,32 @@ pub async fn read_file_prefix_returns_at_most_the_limit(h: Harness) {
     assert!(matches!(sb.read_file_prefix(&path("nope"), 10).await, Err(SandboxError::FileNotFound(_))));
     destroy(&*sb).await;
 }
+
+/// Runs the whole [`SandboxProvider`](crate::SandboxProvider) suite against an adapter. The
+/// factory yields `Arc<P>` with `P: SandboxProvider` (the clock it receives can be ignored).
+#[macro_export]
+macro_rules! sandbox_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            sandbox,
+            $factory,
+            [
+                exit_code_and_separate_stdout_and_stderr_are_reported,
+                argv_is_passed_verbatim_and_a_missing_program_exits_127,
+                stdin_is_fed_and_then_closed,
+                spec_env_and_exec_env_reach_the_command,
+                cwd_runs_the_command_in_a_workspace_subdirectory,
+                timeout_kills_the_whole_process_tree,
+                output_is_truncated_at_the_limit_and_flagged_per_stream,
+                files_round_trip_binary_content_in_nested_directories,
+                paths_are_confined_to_the_workspace,
+                reading_a_missing_file_is_file_not_found,
+                destroy_is_idempotent_and_final,
+                sandboxes_do_not_share_files,
+                concurrent_execs_in_one_sandbox_all_succeed,
+                special_files_in_the_workspace_are_refused_not_waited_on,
+                read_file_prefix_returns_at_most_the_limit,
+            ]
+        );
+    };
+}

@@ -116,3 +116,20 @@ pub async fn read_only_commands_see_the_workspace_and_their_copy_is_removed(h: H
     }
     sb.destroy().await.unwrap();
 }
+
+/// Runs the read-only execution suite ([`ExecRequest::read_only`](crate::ExecRequest)) against
+/// an adapter that supports it; same factory as [`sandbox_suite!`](crate::sandbox_suite!).
+#[macro_export]
+macro_rules! sandbox_read_only_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            sandbox_read_only,
+            $factory,
+            [
+                read_only_escape_through_shell_redirection_changes_nothing,
+                read_only_escape_through_find_and_git_changes_nothing,
+                read_only_commands_see_the_workspace_and_their_copy_is_removed,
+            ]
+        );
+    };
+}

@@ -254,24 +254,127 @@ pub async fn sync_of_an_extended_plan_creates_only_the_new_tasks(h: Harness) {
     assert_eq!(h.spec_tasks(id).await.len(), 5);
 }
 
-/// A re-sync that changes an already-synced task's dependencies is refused with a typed
-/// error naming the task, and nothing is synced (not even the plan's new tasks).
-pub async fn sync_of_a_changed_dependency_is_refused_naming_the_task(h: Harness) {
+fn planned(local: &str, depends_on: &[&str]) -> PlannedTask {
+    PlannedTask {
+        local_id: local.into(),
+        ticket: None,
+        depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+        def: TaskDefinition { title: format!("{local} work"), ..TaskDefinition::default() },
+    }
+}
+
+fn add_dependency(plan: &mut SyncPlan, task: &str, on: &str) {
+    let at = plan.tasks.iter().position(|t| t.local_id == task).expect("planned task");
+    plan.tasks[at].depends_on.push(on.into());
+}
+
+impl Harness {
+    /// Claims every ready task, completing `id` and releasing the others; returns the ids seen.
+    async fn complete_only(&self, id: TaskId) -> Vec<TaskId> {
+        let req = ClaimRequest::new(AgentId::new(), 100, Duration::from_secs(60));
+        let mut seen = Vec::new();
+        for c in self.tasks.claim(&req).await.expect("claim") {
+            seen.push(c.task.id);
+            if c.task.id == id {
+                self.tasks.complete(id, c.lease.token, Completion::default()).await.expect("complete");
+            } else {
+                self.tasks.release(c.task.id, c.lease.token).await.expect("release");
+            }
+        }
+        seen
+    }
+}
+
+/// A re-sync that adds dependencies to a synced task that is still waiting applies them in
+/// the same transaction (with a `task.dependencies_added` event): the task waits for the new
+/// dependencies too, an existing one and one the same plan creates.
+pub async fn sync_adds_a_dependency_to_a_waiting_task_which_then_waits_for_it(h: Harness) {
+    let id = h.spec("resync waiting").await;
+    let first = h.specs.sync(id, &sync_plan()).await.unwrap();
+    let (t1, t2, t3) = (first.tasks["TSK-001"], first.tasks["TSK-002"], first.tasks["TSK-003"]);
+    assert_eq!(h.tasks.get_task(t3).await.unwrap().state, TaskState::Waiting);
+    let mut plan = sync_plan();
+    plan.tasks.push(planned("TSK-005", &[]));
+    add_dependency(&mut plan, "TSK-003", "TSK-002");
+    add_dependency(&mut plan, "TSK-003", "TSK-005");
+    let before = h.events.last_cursor().await.unwrap();
+    let out = h.specs.sync(id, &plan).await.unwrap();
+    assert_eq!((out.tasks_created, out.dependencies_added), (1, 2));
+    let t5 = out.tasks["TSK-005"];
+    let stored = h.tasks.get_task(t3).await.unwrap();
+    assert_eq!(stored.dependencies.iter().copied().collect::<HashSet<_>>(), HashSet::from([t1, t2, t5]));
+    assert_eq!(stored.state, TaskState::Waiting);
+    let events = h.events.read_events(before, 100).await.unwrap();
+    assert!(
+        events.iter().any(|e| matches!(&e.event,
+            Event::TaskDependenciesAdded { task_id, added, from: TaskState::Waiting, to: TaskState::Waiting }
+                if *task_id == t3 && added.iter().copied().collect::<HashSet<_>>() == HashSet::from([t2, t5]))),
+        "{events:?}"
+    );
+    let again = h.specs.sync(id, &plan).await.unwrap();
+    assert_eq!((again.tasks_created, again.dependencies_added), (0, 0), "the applied plan is in sync");
+    // The new edges are honoured: TSK-003 is released only after TSK-001, TSK-002 and TSK-005.
+    h.complete_only(t1).await;
+    h.complete_only(t2).await;
+    assert_eq!(h.tasks.get_task(t3).await.unwrap().state, TaskState::Waiting, "still waits for TSK-005");
+    h.complete_only(t5).await;
+    assert_eq!(h.tasks.get_task(t3).await.unwrap().state, TaskState::Ready);
+}
+
+/// A re-sync that adds an unfinished dependency to a ready task makes it wait again (it is not
+/// claimable until the dependency completes); one on a completed task leaves it ready.
+pub async fn sync_adds_a_dependency_to_a_ready_task_which_waits_again(h: Harness) {
+    let id = h.spec("resync ready").await;
+    let first = h.specs.sync(id, &sync_plan()).await.unwrap();
+    let t1 = first.tasks["TSK-001"];
+    assert_eq!(h.tasks.get_task(t1).await.unwrap().state, TaskState::Ready);
+    let mut plan = sync_plan();
+    plan.tasks.push(planned("TSK-000", &[]));
+    add_dependency(&mut plan, "TSK-001", "TSK-000");
+    let out = h.specs.sync(id, &plan).await.unwrap();
+    assert_eq!(out.dependencies_added, 1);
+    let t0 = out.tasks["TSK-000"];
+    assert_eq!(h.tasks.get_task(t1).await.unwrap().state, TaskState::Waiting);
+    let seen = h.complete_only(t0).await;
+    assert!(!seen.contains(&t1), "a task waiting on its new dependency is not claimable: {seen:?}");
+    assert_eq!(h.tasks.get_task(t1).await.unwrap().state, TaskState::Ready, "released when TSK-000 completed");
+    // A dependency on a completed task is met already.
+    let mut plan = plan.clone();
+    plan.tasks.push(planned("TSK-006", &[]));
+    let out = h.specs.sync(id, &plan).await.unwrap();
+    h.complete_only(out.tasks["TSK-006"]).await;
+    add_dependency(&mut plan, "TSK-001", "TSK-006");
+    let out = h.specs.sync(id, &plan).await.unwrap();
+    assert_eq!(out.dependencies_added, 1);
+    assert_eq!(h.tasks.get_task(t1).await.unwrap().state, TaskState::Ready);
+    assert_eq!(h.complete_only(t1).await, [t1], "and it still runs");
+}
+
+/// A dependency added to a task that already started or finished, or a dependency dropped, is
+/// refused with a typed error naming the task and its state, and nothing is synced (not even
+/// the plan's new tasks).
+pub async fn sync_of_a_dependency_added_to_a_running_or_completed_task_is_refused_naming_it(h: Harness) {
     let id = h.spec("changed").await;
     let first = h.specs.sync(id, &sync_plan()).await.unwrap();
+    let t1 = first.tasks["TSK-001"];
+    let req = ClaimRequest::new(AgentId::new(), 1, Duration::from_secs(60));
+    let c = h.tasks.claim(&req).await.unwrap().remove(0);
+    assert_eq!(c.task.id, t1);
+    h.tasks.start(t1, c.lease.token).await.unwrap();
     let mut plan: SyncPlan = sync_plan();
-    let added = plan.tasks.iter().position(|t| t.local_id == "TSK-003").unwrap();
-    plan.tasks[added].depends_on.push("TSK-002".into());
-    plan.tasks.push(PlannedTask {
-        local_id: "TSK-005".into(),
-        ticket: None,
-        depends_on: vec![],
-        def: TaskDefinition { title: "new work".into(), ..TaskDefinition::default() },
-    });
+    plan.tasks.push(planned("TSK-005", &[]));
+    add_dependency(&mut plan, "TSK-001", "TSK-005");
     match h.specs.sync(id, &plan).await {
-        Err(StoreError::SyncConflict { task, id: stored, added, removed }) => {
-            assert_eq!((task.as_str(), stored), ("TSK-003", first.tasks["TSK-003"]));
-            assert_eq!((added, removed), (vec!["TSK-002".to_owned()], Vec::<String>::new()));
+        Err(StoreError::SyncConflict { task, id: stored, state, added, removed, .. }) => {
+            assert_eq!((task.as_str(), stored, state), ("TSK-001", t1, TaskState::Running));
+            assert_eq!((added, removed), (vec!["TSK-005".to_owned()], Vec::<String>::new()));
+        }
+        other => panic!("expected SyncConflict, got {other:?}"),
+    }
+    h.tasks.complete(t1, c.lease.token, Completion::default()).await.unwrap();
+    match h.specs.sync(id, &plan).await {
+        Err(e @ StoreError::SyncConflict { state: TaskState::Completed, .. }) => {
+            assert!(e.to_string().contains("TSK-001") && e.to_string().contains("completed"), "{e}");
         }
         other => panic!("expected SyncConflict, got {other:?}"),
     }
@@ -283,8 +386,7 @@ pub async fn sync_of_a_changed_dependency_is_refused_naming_the_task(h: Harness)
         other => panic!("expected SyncConflict, got {other:?}"),
     }
     assert_eq!(h.spec_tasks(id).await.len(), 4, "nothing was synced");
-    let stored = h.tasks.get_task(first.tasks["TSK-003"]).await.unwrap();
-    assert_eq!(stored.dependencies, vec![first.tasks["TSK-001"]], "the stored task is unchanged");
+    assert_eq!(h.tasks.get_task(t1).await.unwrap().dependencies, Vec::<TaskId>::new(), "the stored task is unchanged");
 }
 
 /// A ticket's column follows its tasks; failures show as the blocked overlay.
@@ -309,4 +411,30 @@ pub async fn ticket_status_is_derived_from_its_tasks(h: Harness) {
     h.tasks.fail(v.task.id, v.lease.token, Failure::permanent("tests failed")).await.unwrap();
     assert!(h.specs.get_ticket(tests).await.unwrap().blocked);
     assert!(matches!(h.specs.get_ticket(crate::TicketId::new()).await, Err(StoreError::NotFound { .. })));
+}
+
+/// Runs the whole [`SpecStore`](crate::SpecStore) suite against an adapter. The factory yields
+/// `Arc<S>` with `S: SpecStore + TaskStore + EventStore`.
+#[macro_export]
+macro_rules! spec_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            spec_store,
+            $factory,
+            [
+                create_get_and_list_specs,
+                spec_transitions_follow_the_table_and_emit_events,
+                checkpoints_are_kept_and_next_phase_skips_them,
+                usage_accumulates_across_calls,
+                sync_materializes_tickets_and_tasks_with_dependencies,
+                sync_is_idempotent_same_ids_nothing_new,
+                sync_rejects_unknown_local_ids_and_cycles_creating_nothing,
+                sync_of_an_extended_plan_creates_only_the_new_tasks,
+                sync_adds_a_dependency_to_a_waiting_task_which_then_waits_for_it,
+                sync_adds_a_dependency_to_a_ready_task_which_waits_again,
+                sync_of_a_dependency_added_to_a_running_or_completed_task_is_refused_naming_it,
+                ticket_status_is_derived_from_its_tasks,
+            ]
+        );
+    };
 }

@@ -814,3 +814,48 @@ pub async fn aging_bumps_a_long_waiting_task_one_priority_level(h: Harness) {
     h.insert(vec![critical.clone()]).await;
     assert_eq!(claim(Some(Duration::from_secs(1800))).await, critical.id);
 }
+
+/// Runs the whole [`TaskStore`](crate::TaskStore) suite against an adapter. The factory is
+/// `async fn(Arc<ManualClock>) -> Option<Arc<S>>` with `S: TaskStore + EventStore`.
+#[macro_export]
+macro_rules! task_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            task_store,
+            $factory,
+            [
+                insert_and_get_round_trip_every_field,
+                claim_is_exactly_once_under_16_concurrent_claimers,
+                chain_releases_each_task_only_after_its_dependency_completed,
+                diamond_join_is_claimable_only_after_both_branches_completed,
+                cycle_in_batch_is_rejected_naming_the_path_and_nothing_is_inserted,
+                unknown_dependency_is_rejected_and_nothing_is_inserted,
+                invalid_or_duplicate_tasks_reject_the_whole_batch,
+                dependencies_on_stored_tasks_decide_the_initial_state,
+                expired_lease_is_reclaimed_and_the_stale_holder_is_fenced,
+                renewed_lease_survives_past_its_original_expiry,
+                failed_attempt_is_not_claimable_before_its_backoff_elapses,
+                exhausted_attempts_dead_letter_the_task_and_block_its_dependents,
+                permanent_failure_dead_letters_at_once,
+                cancel_cascades_blocked_to_transitive_dependents,
+                redrive_of_a_dead_letter_unblocks_its_dependents,
+                claims_follow_priority_then_fifo_within_a_priority,
+                capability_filter_hands_out_only_matching_tasks,
+                concurrency_key_limits_simultaneous_leases,
+                dedup_key_is_unique_among_non_terminal_tasks,
+                release_returns_the_task_without_using_an_attempt,
+                reclaim_holder_takes_back_a_failed_agents_tasks,
+                every_state_change_emits_one_event_in_order,
+                future_run_at_delays_the_first_claim,
+                start_and_renew_require_the_current_token,
+                list_and_count_filter_by_state_and_spec,
+                oversized_result_is_rejected_and_the_lease_is_kept,
+                complete_many_reports_each_item,
+                hostile_text_and_json_are_refused_up_front_or_read_back_exactly,
+                claim_and_start_marks_tasks_running_in_one_step,
+                renew_leases_reports_each_lease,
+                aging_bumps_a_long_waiting_task_one_priority_level,
+            ]
+        );
+    };
+}

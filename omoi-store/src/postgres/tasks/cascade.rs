@@ -1,28 +1,31 @@
 //! What spreads from one task to its dependents (blocking, unblocking) and what a lost attempt
 //! or an unreadable row does to the task itself.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use omoi_core::queue::{self, AttemptLoss, LossOutcome};
-use omoi_core::{Event, FailOutcome, StoreError, Task, TaskEvent, TaskId, TaskState};
+use omoi_core::{Event, FailOutcome, StoreError, Task, TaskId, TaskState};
 use tracing::warn;
 use uuid::Uuid;
 
-use super::{Tx, save, step, task_ids, uuids};
+use super::{Tx, save, task_ids, uuids};
 use crate::postgres::error::db;
 use crate::postgres::rows::{self, get, parse};
 
-/// Blocks every transitive dependent still waiting on `root`.
+/// Blocks every transitive dependent still waiting on `root`, walking them with
+/// [`queue::Cascade`]. The rule of [`queue::block_dependent`] (only a `waiting` dependent
+/// becomes `blocked`, with one `task.blocked` event) runs here in SQL, one `UPDATE` per cause;
+/// the conformance scenarios `cancel_cascades_blocked_to_transitive_dependents` and
+/// `exhausted_attempts_dead_letter_the_task_and_block_its_dependents` pin both to the same result.
 pub(super) async fn block_dependents(
     tx: &mut Tx,
     root: TaskId,
     now: DateTime<Utc>,
     events: &mut Vec<Event>,
 ) -> Result<Vec<TaskId>, StoreError> {
-    let mut blocked = Vec::new();
-    let mut queue = VecDeque::from([root]);
-    while let Some(cause) = queue.pop_front() {
+    let mut walk = queue::Cascade::from(root);
+    while let Some(cause) = walk.next_cause() {
         let rows = sqlx::query(
             "UPDATE tasks t SET state = 'blocked', updated_at = $2 \
                FROM task_edges e WHERE e.depends_on = $1 AND t.id = e.task_id AND t.state = 'waiting' \
@@ -37,23 +40,22 @@ pub(super) async fn block_dependents(
         ids.sort();
         for d in task_ids(ids) {
             events.push(Event::TaskBlocked { task_id: d, blocked_by: cause });
-            blocked.push(d);
-            queue.push_back(d);
+            walk.reached(d);
         }
     }
-    Ok(blocked)
+    Ok(walk.finish())
 }
 
-/// Lets blocked dependents of `root` wait again where no dependency still blocks them.
+/// Lets blocked dependents of `root` wait again where no dependency still blocks them
+/// ([`queue::unblock_dependent`]).
 pub(super) async fn unblock_dependents(
     tx: &mut Tx,
     root: TaskId,
     now: DateTime<Utc>,
     events: &mut Vec<Event>,
 ) -> Result<Vec<TaskId>, StoreError> {
-    let mut unblocked = Vec::new();
-    let mut queue = VecDeque::from([root]);
-    while let Some(cause) = queue.pop_front() {
+    let mut walk = queue::Cascade::from(root);
+    while let Some(cause) = walk.next_cause() {
         let rows = sqlx::query(
             "SELECT t.* FROM task_edges e JOIN tasks t ON t.id = e.task_id \
               WHERE e.depends_on = $1 AND t.state = 'blocked' ORDER BY t.id FOR UPDATE OF t",
@@ -64,20 +66,19 @@ pub(super) async fn unblock_dependents(
         .map_err(db)?;
         for row in rows {
             let mut task = rows::task(&row)?;
-            let deps: Vec<(TaskState,)> = sqlx::query("SELECT state FROM tasks WHERE id = ANY($1)")
+            let deps: HashMap<TaskId, TaskState> = sqlx::query("SELECT id, state FROM tasks WHERE id = ANY($1)")
                 .bind(uuids(task.dependencies.iter().copied()))
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(db)?
                 .iter()
-                .map(|r| Ok((parse("task state", get::<&str>(r, "state")?)?,)))
+                .map(|r| Ok((TaskId::from_uuid(get(r, "id")?), parse("task state", get::<&str>(r, "state")?)?)))
                 .collect::<Result<_, StoreError>>()?;
-            if deps.iter().any(|(s,)| matches!(s, TaskState::Failed | TaskState::Cancelled | TaskState::Blocked)) {
+            let Some(event) = queue::unblock_dependent(&mut task, |d| deps.get(d).copied(), now)? else {
                 continue;
-            }
-            let completed = deps.iter().filter(|(s,)| *s == TaskState::Completed).count();
+            };
+            let completed = deps.values().filter(|s| **s == TaskState::Completed).count();
             let unmet = task.dependencies.iter().collect::<HashSet<_>>().len().saturating_sub(completed);
-            step(&mut task, TaskEvent::DependencyRestored, now)?;
             sqlx::query("UPDATE tasks SET state = $2, unmet = $3, updated_at = $4 WHERE id = $1")
                 .bind(task.id.as_uuid())
                 .bind(task.state.as_str())
@@ -86,12 +87,11 @@ pub(super) async fn unblock_dependents(
                 .execute(&mut **tx)
                 .await
                 .map_err(db)?;
-            events.push(Event::TaskUnblocked { task_id: task.id });
-            unblocked.push(task.id);
-            queue.push_back(task.id);
+            events.push(event);
+            walk.reached(task.id);
         }
     }
-    Ok(unblocked)
+    Ok(walk.finish())
 }
 
 /// A lost attempt ([`queue::lose_attempt`]): back to the queue with backoff while attempts

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use omoi_core::queue::plan_batch;
+use omoi_core::queue::{self, plan_batch};
 use omoi_core::{Event, NewTask, StoreError, TaskId, TaskState};
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -11,11 +11,6 @@ use uuid::Uuid;
 use super::{TERMINAL, Tx, micros};
 use crate::postgres::error::{db, is_unique_violation};
 use crate::postgres::rows::{get, parse};
-
-/// Queue band: 0 = critical … 3 = low.
-fn band(task: &NewTask) -> i16 {
-    i16::from(3 - task.def.priority.rank())
-}
 
 /// Validates and inserts `batch` inside `tx`, appending `task.created` events. Dependencies'
 /// rows are locked (`FOR SHARE`) so a concurrent completion cannot miss the new edges.
@@ -78,7 +73,7 @@ pub(crate) async fn insert_batch(
         }
         ids.push(t.id.as_uuid());
         defs.push(Json(&t.def));
-        bands.push(band(t));
+        bands.push(i16::from(queue::band(t.def.priority)));
         deps.push(serde_json::Value::from(distinct.iter().map(|d| d.to_string()).collect::<Vec<_>>()));
         specs.push(t.links.spec_id.map(|s| s.as_uuid()));
         tickets.push(t.links.ticket_id.map(|s| s.as_uuid()));

@@ -1,6 +1,12 @@
 //! `TaskStore` for the Postgres adapter. The hot paths (claim, complete) are one round trip each
 //! to the PL/pgSQL functions of the migration; the rarer state changes lock the task row, apply
-//! the state machine in Rust and write the row back, with their events, in one transaction.
+//! the shared rules of [`omoi_core::queue`] in Rust (`step`, `fenced`, `lose_attempt`, the
+//! dependents' cascade) and write the row back, with their events, in one transaction.
+//!
+//! Where a rule runs in SQL instead, the conformance suite pins it to the Rust rule's result:
+//! the fence of [`queue::fence`] in `omoi_complete` and in lease renewal (`lease_token` and a
+//! leased state), the claim order of [`queue::band`] / [`queue::aged_band`] in `omoi_claim`, and
+//! blocking a waiting dependent ([`queue::block_dependent`]) in `cascade::block_dependents`.
 
 mod cascade;
 mod claim;
@@ -12,11 +18,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use omoi_core::ports::clock::add_duration;
-use omoi_core::queue::AttemptLoss;
+use omoi_core::queue::{self, AttemptLoss};
 use omoi_core::task::check_payload;
 use omoi_core::{
     AgentId, ClaimRequest, ClaimedTask, Completion, Event, FailOutcome, Failure, FencingToken, Lease, NewTask, SpecId,
-    StoreError, Task, TaskCounts, TaskEvent, TaskFilter, TaskId, TaskState, TaskStore,
+    StoreError, Task, TaskCounts, TaskEvent, TaskFilter, TaskId, TaskStore,
 };
 use sqlx::{Postgres, Transaction};
 use tracing::instrument;
@@ -36,21 +42,6 @@ const TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
 /// `t` at Postgres' precision.
 pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
-}
-
-fn step(task: &mut Task, event: TaskEvent, now: DateTime<Utc>) -> Result<TaskState, StoreError> {
-    let next = task.state.apply(event).map_err(|e| StoreError::transition("task", task.id, e))?;
-    task.state = next;
-    task.updated_at = now;
-    Ok(next)
-}
-
-/// The lease if `token` is current, else `StaleLease`.
-fn fenced(task: &Task, token: FencingToken) -> Result<Lease, StoreError> {
-    match task.lease {
-        Some(l) if l.token == token && task.state.is_leased() => Ok(l),
-        _ => Err(StoreError::StaleLease { task: task.id, presented: token }),
-    }
 }
 
 fn uuids(ids: impl IntoIterator<Item = TaskId>) -> Vec<Uuid> {
@@ -244,8 +235,8 @@ impl TaskStore for PostgresStore {
         let now = self.now();
         let mut tx = self.begin().await?;
         let mut task = lock_task(&mut tx, id).await?;
-        let lease = fenced(&task, token)?;
-        step(&mut task, TaskEvent::Start, now)?;
+        let lease = queue::fenced(&task, token)?;
+        queue::step(&mut task, TaskEvent::Start, now)?;
         save(&mut tx, &task).await?;
         self.finish(tx, now, &[Event::TaskStarted { task_id: id, holder: lease.holder }]).await
     }
@@ -293,11 +284,11 @@ impl TaskStore for PostgresStore {
 
     #[instrument(level = "debug", skip_all, fields(task = %id))]
     async fn fail(&self, id: TaskId, token: FencingToken, failure: Failure) -> Result<FailOutcome, StoreError> {
-        omoi_core::queue::check_failure(&failure)?;
+        queue::check_failure(&failure)?;
         let now = self.now();
         let mut tx = self.begin().await?;
         let task = lock_task(&mut tx, id).await?;
-        fenced(&task, token)?;
+        queue::fenced(&task, token)?;
         let mut events = Vec::new();
         let outcome = lose_attempt(&mut tx, task, AttemptLoss::Failed(failure), now, &mut events).await?;
         self.finish(tx, now, &events).await?;
@@ -309,8 +300,8 @@ impl TaskStore for PostgresStore {
         let now = self.now();
         let mut tx = self.begin().await?;
         let mut task = lock_task(&mut tx, id).await?;
-        let lease = fenced(&task, token)?;
-        step(&mut task, TaskEvent::Release, now)?;
+        let lease = queue::fenced(&task, token)?;
+        queue::step(&mut task, TaskEvent::Release, now)?;
         task.attempts = task.attempts.saturating_sub(1);
         task.run_at = now;
         save(&mut tx, &task).await?;
@@ -322,7 +313,7 @@ impl TaskStore for PostgresStore {
         let now = self.now();
         let mut tx = self.begin().await?;
         let mut task = lock_task(&mut tx, id).await?;
-        step(&mut task, TaskEvent::Cancel, now)?;
+        queue::step(&mut task, TaskEvent::Cancel, now)?;
         save(&mut tx, &task).await?;
         let mut events = vec![Event::TaskCancelled { task_id: id }];
         let blocked = block_dependents(&mut tx, id, now, &mut events).await?;
@@ -350,7 +341,7 @@ impl TaskStore for PostgresStore {
                 return Err(StoreError::DuplicateKey { key: k.clone(), existing: Some(TaskId::from_uuid(h)) });
             }
         }
-        step(&mut task, TaskEvent::Redrive, now)?;
+        queue::step(&mut task, TaskEvent::Redrive, now)?;
         task.attempts = 0;
         task.run_at = now;
         save(&mut tx, &task).await?;
