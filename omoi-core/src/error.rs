@@ -143,25 +143,8 @@ pub enum StoreError {
     /// A re-synced plan changes the dependencies of an already-synced task in a way that cannot
     /// be applied (it drops one, or adds one to a task that already started). Nothing was
     /// synced: the change is refused, never ignored.
-    #[error(
-        "the plan changes the dependencies of already-synced task {task} ({id}, {state}): added [{}], removed [{}]; {reason}",
-        added.join(", "),
-        removed.join(", ")
-    )]
-    SyncConflict {
-        /// The task's local id in the plan.
-        task: String,
-        /// Its stored id.
-        id: crate::ids::TaskId,
-        /// Its state.
-        state: crate::state::TaskState,
-        /// Local ids the plan adds to its dependencies.
-        added: Vec<String>,
-        /// Local ids (or stored ids) the plan drops from them.
-        removed: Vec<String>,
-        /// Why the change cannot be applied.
-        reason: String,
-    },
+    #[error("{0}")]
+    SyncConflict(Box<SyncConflict>),
 }
 
 impl StoreError {
@@ -205,4 +188,27 @@ mod tests {
             StoreError::transition("task", id, TransitionError { from: TaskState::Completed, event: TaskEvent::Claim });
         assert!(t.to_string().contains("`claim` is not allowed from `completed`"));
     }
+}
+
+/// The details of [`StoreError::SyncConflict`]: which synced task a re-synced plan changes, and
+/// why the change cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the plan changes the dependencies of already-synced task {task} ({id}, {state}): added [{}], removed [{}]; {reason}",
+    added.join(", "),
+    removed.join(", ")
+)]
+pub struct SyncConflict {
+    /// The task's local id in the plan.
+    pub task: String,
+    /// Its stored id.
+    pub id: crate::ids::TaskId,
+    /// Its state.
+    pub state: crate::state::TaskState,
+    /// Local ids the plan adds to its dependencies.
+    pub added: Vec<String>,
+    /// Local ids (or stored ids) the plan drops from them.
+    pub removed: Vec<String>,
+    /// Why the change cannot be applied.
+    pub reason: String,
 }

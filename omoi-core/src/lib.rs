@@ -68,7 +68,7 @@ pub use domain::monitoring::{StuckRule, SystemHealth};
 pub use domain::spec::{NewSpec, PhaseCheckpoint, PlannedTask, PlannedTicket, Spec, SyncOutcome, SyncPlan};
 pub use domain::task::{BackoffPolicy, FencingToken, Lease, NewTask, Task, TaskDefinition, TaskLinks};
 pub use domain::ticket::{Ticket, TicketStatus};
-pub use error::{BoxError, StoreError, TaskRef};
+pub use error::{BoxError, StoreError, SyncConflict, TaskRef};
 pub use ids::{AgentId, ApiKeyId, DiscoveryId, InterventionId, MemoryId, SandboxId, SpecId, TaskId, TicketId};
 pub use macros::ParseEnumError;
 pub use ports::access_store::AccessStore;

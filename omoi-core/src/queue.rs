@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::Priority;
 use crate::dag::{Dag, DagError};
-use crate::error::{StoreError, TaskRef};
+use crate::error::{StoreError, SyncConflict, TaskRef};
 use crate::event::Event;
 use crate::ids::{SpecId, TaskId, TicketId};
 use crate::late_edges::{self, AddedDependencies};
@@ -24,8 +24,8 @@ use crate::spec::{PlannedTicket, SyncOutcome, SyncPlan};
 use crate::state::{TaskEvent, TaskState};
 use crate::task::{NewTask, Task, TaskLinks};
 
-pub use self::cascade::{Cascade, block_dependent, blocks_dependents, unblock_dependent};
-pub use self::transition::{fence, fenced, step};
+pub use self::cascade::{Cascade, block_dependent, blocks_dependents, quarantine_error, unblock_dependent};
+pub use self::transition::{cancel, check_redrive, fence, fenced, redrive, release, step};
 
 /// Validates `batch` against the store (`existing` gives the state of a stored task) and
 /// returns each task's initial state, in batch order. Dedup keys are checked within the batch
@@ -258,7 +258,7 @@ pub struct SyncDraft<'p> {
     /// adapter still validates them against the store with [`plan_batch`] before inserting.
     pub new_tasks: Vec<NewTask>,
     /// Dependencies the plan adds to stored tasks that have not started, applied after
-    /// `new_tasks` are inserted (see [`late_edges`](crate::late_edges)).
+    /// `new_tasks` are inserted (see [`late_edges`]).
     pub added_dependencies: Vec<AddedDependencies>,
 }
 
@@ -307,13 +307,15 @@ pub fn draft_sync<'p>(
                     outcome.tasks.iter().find(|(_, v)| *v == id).map_or_else(|| id.to_string(), |(l, _)| l.clone())
                 })
                 .collect();
-            let conflict = |reason: String| StoreError::SyncConflict {
-                task: local.clone(),
-                id: stored.id,
-                state: stored.state,
-                added: added.iter().map(|(l, _)| l.clone()).collect(),
-                removed: removed.clone(),
-                reason,
+            let conflict = |reason: String| {
+                StoreError::SyncConflict(Box::new(SyncConflict {
+                    task: local.clone(),
+                    id: stored.id,
+                    state: stored.state,
+                    added: added.iter().map(|(l, _)| l.clone()).collect(),
+                    removed: removed.clone(),
+                    reason,
+                }))
             };
             if !removed.is_empty() {
                 return Err(conflict("a synced task's dependencies can be added to, never removed".into()));

@@ -3,9 +3,12 @@
 //!
 //! - Wakes on the store's wake-ups (no event is read or decoded for it) with a polling backstop,
 //!   and subscribes again when the wake-ups end.
-//! - Claims up to its free slots in one call that also marks them running; renews all its
-//!   leases in one call per period, and cancels an execution whose lease is lost (another
-//!   holder took over: fencing).
+//! - Claims ahead: one call fills its free slots plus a local queue of `prefetch` more tasks
+//!   (and marks them all running), so a freed slot starts its next task without a round trip
+//!   and one claim carries more than the slots free at that moment. Queued tasks hold fenced
+//!   leases, renewed with the rest; a queued task whose lease is lost is dropped; on shutdown
+//!   the queue is released. Renews all its leases in one call per period, and cancels an
+//!   execution whose lease is lost (another holder took over: fencing).
 //! - Completes through a batcher: completions waiting at the same time go to the store in one
 //!   `complete_many` call, each fenced by its token. A refused completion (e.g. a result over
 //!   the size limit) fails the attempt with the refusal as its error.
@@ -16,7 +19,7 @@
 //! - Shuts down gracefully: stops claiming, lets running tasks finish for a grace period, then
 //!   cancels them and releases their leases (their attempts are given back).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +112,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Most tasks asked for per claim (`queue.claim_batch`).
     pub claim_batch: usize,
+    /// Tasks claimed ahead of free slots and held in a local queue (leased and marked running,
+    /// not yet executing). 0 claims only for free slots. Default: `concurrency`.
+    pub prefetch: usize,
     /// Lease length.
     pub lease_ttl: Duration,
     /// Lease renewal period (well inside `lease_ttl`): one batched renewal of every lease held.
@@ -134,6 +140,7 @@ impl WorkerConfig {
             capabilities: Vec::new(),
             concurrency: concurrency.max(1),
             claim_batch: q.claim_batch.max(1),
+            prefetch: concurrency.max(1),
             lease_ttl: q.lease_ttl,
             renew_every: q.lease_renew_every,
             poll_interval: q.poll_interval,
@@ -150,6 +157,12 @@ impl WorkerConfig {
         let mut c = Self::new(name, concurrency, &config.queue);
         c.grace_period = config.heartbeat.graceful_stop;
         c
+    }
+
+    /// The same settings with a local queue of `prefetch` tasks claimed ahead (0: none).
+    pub fn with_prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = prefetch;
+        self
     }
 
     /// The same settings offering `caps`.
@@ -272,6 +285,7 @@ impl Worker {
         let batcher = tokio::spawn(self.clone().complete_batches(completion_rx));
         let shared = Shared { held, completions, executing: Arc::default(), slot_freed: Arc::default() };
         let mut running: JoinSet<Ending> = JoinSet::new();
+        let mut queued: VecDeque<ClaimedTask> = VecDeque::new();
         let mut stats = WorkerStats::default();
         let mut next_sweep = self.clock.now();
         let mut store_backoff = Duration::from_millis(50);
@@ -292,10 +306,18 @@ impl Worker {
                 tally(&mut stats, done);
             }
             let executing = shared.executing.load(std::sync::atomic::Ordering::Acquire);
-            let free = self.config.concurrency.saturating_sub(executing);
+            let mut free = self.config.concurrency.saturating_sub(executing);
+            // Freed slots take queued tasks first: no round trip.
+            while free > 0
+                && let Some(c) = queued.pop_front()
+            {
+                self.spawn_one(&mut running, c, &hard_stop, &shared);
+                free -= 1;
+            }
+            let want = (free + self.config.prefetch).saturating_sub(queued.len()).min(self.config.claim_batch);
             let mut claimed_any = false;
-            if free > 0 {
-                let mut req = ClaimRequest::new(self.id, free.min(self.config.claim_batch), self.config.lease_ttl)
+            if want > 0 && (free > 0 || queued.len() * 2 <= self.config.prefetch) {
+                let mut req = ClaimRequest::new(self.id, want, self.config.lease_ttl)
                     .with_capabilities(self.config.capabilities.clone())
                     .and_start();
                 req.aging_after = self.config.aging_after;
@@ -304,11 +326,14 @@ impl Worker {
                         store_backoff = Duration::from_millis(50);
                         claimed_any = !claimed.is_empty();
                         for c in claimed {
-                            shared.executing.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                            let me = self.clone();
-                            let cancel = hard_stop.child_token();
-                            let shared = shared.clone();
-                            running.spawn(async move { me.run_one(c, cancel, shared).await });
+                            // Held from the claim on: renewed while queued, dropped if lost.
+                            shared.held.lock().insert(c.task.id, (c.lease.token, CancellationToken::new()));
+                            if free > 0 {
+                                self.spawn_one(&mut running, c, &hard_stop, &shared);
+                                free -= 1;
+                            } else {
+                                queued.push_back(c);
+                            }
                         }
                     }
                     Err(e) => {
@@ -330,8 +355,12 @@ impl Worker {
                 busy = now_busy;
                 self.set_busy(busy).await;
             }
-            if claimed_any && shared.executing.load(std::sync::atomic::Ordering::Acquire) < self.config.concurrency {
+            let executing = shared.executing.load(std::sync::atomic::Ordering::Acquire);
+            if claimed_any && (executing < self.config.concurrency || queued.len() < self.config.prefetch) {
                 continue; // there may be more work right away
+            }
+            if !queued.is_empty() && executing < self.config.concurrency {
+                continue;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -346,7 +375,15 @@ impl Worker {
                 _ = self.clock.sleep(self.config.poll_interval) => {}
             }
         }
-        info!(running = running.len(), "shutting down: no more claims");
+        info!(running = running.len(), queued = queued.len(), "shutting down: no more claims");
+        for c in queued.drain(..) {
+            shared.held.lock().remove(&c.task.id);
+            let (id, token) = (c.task.id, c.lease.token);
+            match self.with_retries("release", || self.tasks.release(id, token)).await {
+                Some(_) => stats.released += 1,
+                None => stats.lost += 1,
+            }
+        }
         let grace = self.clock.sleep(self.config.grace_period);
         tokio::pin!(grace);
         loop {
@@ -381,6 +418,15 @@ impl Worker {
         Ok(stats)
     }
 
+    /// Starts `c` in a slot (its lease already held).
+    fn spawn_one(&self, running: &mut JoinSet<Ending>, c: ClaimedTask, hard_stop: &CancellationToken, shared: &Shared) {
+        shared.executing.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let me = self.clone();
+        let cancel = hard_stop.child_token();
+        let shared = shared.clone();
+        running.spawn(async move { me.run_one(c, cancel, shared).await });
+    }
+
     /// How long the attempt may run: the task's `timeout`, cut short by its `deadline`. `None`
     /// without either; `Some((ZERO, _))` when the deadline already passed.
     fn time_limit(&self, task: &Task) -> Option<(Duration, Limit)> {
@@ -402,22 +448,28 @@ impl Worker {
         async move {
             let slot = Slot(&shared);
             let id = task.id;
+            // The lease is held since the claim; the renewer removed it if it was lost while
+            // the task was queued.
+            let Some(lost) = shared.held.lock().get(&id).map(|(_, lost)| lost.clone()) else {
+                warn!("lease lost while queued; the new holder owns the task");
+                return Ending::Lost;
+            };
             if task.state != TaskState::Running {
                 // A store that did not start it with the claim.
                 if let Err(e) = self.tasks.start(id, lease.token).await {
                     warn!(error = %e, "could not mark running");
                     if matches!(e, StoreError::StaleLease { .. }) {
+                        shared.held.lock().remove(&id);
                         return Ending::Lost;
                     }
                 }
             }
             let limit = self.time_limit(&task);
             if let Some((Duration::ZERO, Limit::Deadline(d))) = limit {
+                shared.held.lock().remove(&id);
                 let failure = Failure::permanent(format!("deadline {d} passed before the task started"));
                 return self.fail(id, lease.token, failure).await;
             }
-            let lost = CancellationToken::new();
-            shared.held.lock().insert(id, (lease.token, lost.clone()));
             let exec_cancel = CancellationToken::new();
             let ctx = ExecContext { agent_id: self.id, lease, cancel: exec_cancel.clone() };
             let timer = async {

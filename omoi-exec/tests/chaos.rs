@@ -16,10 +16,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use omoi_core::config::QueueConfig;
-use omoi_core::testkit::service_url;
-use omoi_core::{
-    BackoffPolicy, Cursor, Event, EventStore, NewTask, SystemClock, Task, TaskFilter, TaskId, TaskState, TaskStore,
-};
+use omoi_core::testkit::{check_drain, service_url};
+use omoi_core::{BackoffPolicy, EventStore, NewTask, SystemClock, Task, TaskFilter, TaskId, TaskState, TaskStore};
 use omoi_exec::worker::{ExecContext, ExecError, TaskExecutor, TaskOutput, Worker, WorkerConfig};
 use omoi_store::PostgresStore;
 use serde_json::json;
@@ -197,44 +195,12 @@ async fn chaos_sigkilled_workers_on_postgres_complete_every_task_exactly_once_in
     assert!(all.iter().all(|t| t.state == TaskState::Completed), "every task completed");
     let retried = all.iter().filter(|t| t.attempts > 1).count();
 
-    let mut events = Vec::new();
-    let mut cursor: Cursor = start;
-    loop {
-        let page = store.read_events(cursor, 5000).await.unwrap();
-        let Some(last) = page.last() else { break };
-        cursor = last.cursor;
-        events.extend(page);
-    }
-    let mut completed: HashMap<TaskId, Cursor> = HashMap::new();
-    let mut starts: Vec<(TaskId, Cursor)> = Vec::new();
-    let mut expired = 0;
-    for e in &events {
-        match &e.event {
-            Event::TaskCompleted { task_id, .. } => {
-                assert!(completed.insert(*task_id, e.cursor).is_none(), "task {task_id} completed twice (seed {seed})");
-            }
-            Event::TaskClaimed { task_id, .. } | Event::TaskStarted { task_id, .. } => {
-                starts.push((*task_id, e.cursor))
-            }
-            Event::TaskLeaseExpired { .. } => expired += 1,
-            _ => {}
-        }
-    }
-    assert_eq!(completed.len(), n, "every task completed exactly once");
-    for (task, at) in &starts {
-        for d in &deps[task] {
-            let done = completed[d];
-            assert!(
-                *at > done,
-                "task {task} claimed or started (cursor {at}) before its dependency {d} completed ({done})"
-            );
-        }
-    }
+    let report = check_drain(&store, start, &deps, &format!("seed {seed}")).await;
     println!(
         "chaos: {n} tasks, {edges} dependency edges, {WORKERS} workers x {CONCURRENCY}, {kills} SIGKILLs, \
-         {expired} leases expired, {retried} tasks retried, {} claims/starts checked against dependencies, \
+         {} leases expired, {retried} tasks retried, {} claims/starts checked against dependencies, \
          drained in {drained:?} (seed {seed})",
-        starts.len()
+        report.leases_expired, report.starts_checked
     );
     assert!(kills >= min_kills, "only {kills} kills before the drain (want {min_kills}); seed {seed}");
     store.drop_schema().await.unwrap();

@@ -163,6 +163,43 @@ async fn graceful_shutdown_releases_what_it_holds_without_using_an_attempt() {
     assert_eq!((got.state, got.attempts, got.lease), (TaskState::Ready, 0, None));
 }
 
+/// Runs a worker of concurrency 2 with `prefetch` over 8 blocking tasks until `held` of them
+/// are leased and running, checks that only 2 execute and no more are claimed, then stops it.
+async fn claim_ahead(prefetch: usize, held: usize) {
+    let store = InMemoryStore::new();
+    let tasks: Vec<NewTask> = (0..8).map(|i| NewTask::new(format!("block {i}"))).collect();
+    store.insert_tasks(tasks).await.unwrap();
+    let exec = Arc::new(Recorder::default());
+    let stop = CancellationToken::new();
+    let w = worker(&store, exec.clone(), config("w", 2).with_prefetch(prefetch));
+    let h = tokio::spawn({
+        let s = stop.clone();
+        async move { w.run(s).await }
+    });
+    let running = |ts: &[Task]| ts.iter().filter(|t| t.state == TaskState::Running).count();
+    wait_for(&store, |ts| running(ts) == held).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // several polling periods
+    let ts = store.list_tasks(&TaskFilter::default()).await.unwrap();
+    assert_eq!(running(&ts), held, "claims stop at free slots plus the prefetch");
+    assert_eq!(exec.runs.lock().len(), 2, "only the slots execute; the rest wait in the local queue");
+    stop.cancel();
+    let stats = h.await.unwrap().unwrap();
+    assert_eq!(stats.released, held as u64, "executing and queued tasks are both given back: {stats:?}");
+    for t in store.list_tasks(&TaskFilter::default()).await.unwrap() {
+        assert_eq!((t.state, t.attempts, t.lease), (TaskState::Ready, 0, None), "{}", t.def.title);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_claims_ahead_into_a_local_queue_and_releases_it_on_shutdown() {
+    claim_ahead(3, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_prefetch_the_worker_claims_only_its_free_slots() {
+    claim_ahead(0, 2).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_failures_are_retried_with_backoff_then_dead_lettered() {
     let store = InMemoryStore::new();

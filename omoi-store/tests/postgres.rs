@@ -127,3 +127,64 @@ mod reconnect {
         store.drop_schema().await.unwrap();
     }
 }
+
+/// A dropped store closes its connections: nothing of the process (the per-schema event
+/// announcer included) keeps its pool open. The suites above drop their stores without
+/// dropping their schemas; when the announcers held the pools, a run of this file peaked at
+/// ~240 open connections.
+mod connections {
+    use std::time::Duration;
+
+    use omoi_core::testkit::fixtures;
+    use omoi_core::{SystemClock, TaskStore};
+    use sqlx::Connection;
+
+    use super::*;
+
+    async fn open_connections(admin: &mut sqlx::PgConnection, role: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+            .bind(role)
+            .fetch_one(admin)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_store_closes_its_connections() {
+        let Some(url) = pg_common::url() else { return };
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        // A role of its own, so only this test's connections are counted.
+        let role = pg_common::schema_name();
+        let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&mut admin).await.unwrap();
+        for sql in [format!("CREATE ROLE {role} LOGIN"), format!("GRANT CREATE ON DATABASE \"{db}\" TO {role}")] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
+        }
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let as_role = format!("{scheme}://{role}@{}", rest.split_once('@').map_or(rest, |(_, host)| host));
+        for _ in 0..3 {
+            let store = PostgresStore::builder(&as_role)
+                .schema(pg_common::schema_name())
+                .clock(Arc::new(SystemClock))
+                .max_connections(4)
+                .connect()
+                .await
+                .expect("connect as the test role");
+            // Writes events, so the schema's announcer runs and holds a handle on the pool.
+            store.insert_tasks(fixtures::independent(20)).await.unwrap();
+            assert!(open_connections(&mut admin, &role).await > 0);
+            drop(store);
+        }
+        let mut open = -1;
+        for _ in 0..100 {
+            open = open_connections(&mut admin, &role).await;
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for sql in [format!("DROP OWNED BY {role} CASCADE"), format!("DROP ROLE {role}")] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
+        }
+        assert_eq!(open, 0, "connections of dropped stores still open after 10 s");
+    }
+}

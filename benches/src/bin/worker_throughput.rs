@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release -p omoi-benches --bin worker_throughput -- \
 //!     --backend memory|sqlite|postgres --tasks M [--shape independent|dag] \
-//!     [--workers N] [--concurrency C] [--processes P] [--url URL]
+//!     [--workers N] [--concurrency C] [--claim-batch K] [--prefetch Q]
+//!     [--processes P | --hosts H] [--baseline B] [--url URL]
 //! ```
 //!
 //! Inserts M no-op tasks (not timed): independent ones, or a DAG of layers 100 wide where each
@@ -12,7 +13,17 @@
 //! each this binary started again; `memory` runs in one process only) drain the queue with a
 //! no-op [`TaskExecutor`]. One JSON line per run on stdout:
 //!
-//! `{"bench":"worker","backend","shape","tasks","processes","workers","concurrency","jobs_per_s","p50_ms","p99_ms","postgres"}`
+//! `{"bench":"worker","backend","shape","tasks","processes","hosts","workers","concurrency","claim_batch","prefetch","jobs_per_s","p50_ms","p99_ms","store_level","postgres","load"}`
+//!
+//! `--hosts H` (Postgres): the P = H worker processes run on H simulated hosts, network
+//! namespaces made by `scripts/netns-hosts` (torn down afterwards), each reaching Postgres over
+//! its own veth link; the server must listen there (`scripts/bench-postgres` does). Needs root.
+//!
+//! `--baseline B`: the same invocation also drains the same plan (fresh tasks, fresh
+//! schema) at store level — C claimers each looping `claim` of up to B tasks started with the
+//! claim + one `complete_many` — and reports it as `store_level.jobs_per_s`, so the worker's
+//! figure has its baseline from the same moment. `load` is the 1-minute load average at the
+//! end of the run and the number of CPUs.
 //!
 //! Latency is per task, from the event that made it ready (`task.created` in state ready, or
 //! `task.ready`) to its `task.completed`, both timestamped by the store. For independent tasks,
@@ -22,11 +33,16 @@
 use std::collections::HashMap;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use omoi_core::config::QueueConfig;
-use omoi_core::{Cursor, Event, EventStore, NewTask, StoreError, SystemClock, Task, TaskId, TaskState, TaskStore};
+use omoi_core::testkit::url_on_host;
+use omoi_core::{
+    AgentId, ClaimRequest, Completion, Cursor, Event, EventStore, NewTask, StoreError, SystemClock, Task, TaskId,
+    TaskState, TaskStore,
+};
 use omoi_exec::worker::{ExecContext, ExecError, TaskExecutor, TaskOutput, Worker, WorkerConfig};
 use omoi_store::InMemoryStore;
 use serde_json::json;
@@ -34,7 +50,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "usage: worker_throughput --backend memory|sqlite|postgres --tasks M [--shape independent|dag] \
-                     [--workers N] [--concurrency C] [--processes P] [--url URL]";
+                     [--workers N] [--concurrency C] [--claim-batch K] [--prefetch Q] [--processes P | --hosts H] [--baseline B] [--url URL]";
 
 /// Does nothing.
 struct NoOp;
@@ -54,6 +70,14 @@ struct Args {
     workers: usize,
     concurrency: usize,
     processes: usize,
+    /// Simulated hosts (network namespaces), one worker process each; 0: none.
+    hosts: usize,
+    /// Batch of the store-level baseline run; 0: none.
+    baseline: usize,
+    /// The workers' `claim_batch` (default: `QueueConfig`'s).
+    claim_batch: Option<usize>,
+    /// The workers' local queue (default: `WorkerConfig`'s, the concurrency).
+    prefetch: Option<usize>,
     url: Option<String>,
     /// Set in a child process: where the store is (schema or file).
     child: Option<String>,
@@ -67,6 +91,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         workers: 1,
         concurrency: 16,
         processes: 1,
+        hosts: 0,
+        baseline: 0,
+        claim_batch: None,
+        prefetch: None,
         url: None,
         child: None,
     };
@@ -80,6 +108,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--workers" => a.workers = number(value()?)?,
             "--concurrency" => a.concurrency = number(value()?)?,
             "--processes" => a.processes = number(value()?)?,
+            "--hosts" => a.hosts = number(value()?)?,
+            "--baseline" => a.baseline = number(value()?)?,
+            "--claim-batch" => a.claim_batch = Some(number(value()?)?),
+            "--prefetch" => a.prefetch = Some(value()?.parse().map_err(|e| format!("--prefetch: {e}"))?),
             "--url" => a.url = Some(value()?),
             "--child" => a.child = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
@@ -88,6 +120,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     if !["memory", "sqlite", "postgres"].contains(&a.backend.as_str()) || a.tasks == 0 {
         return Err(USAGE.into());
+    }
+    if a.hosts > 0 {
+        if a.backend != "postgres" {
+            return Err("--hosts needs --backend postgres".into());
+        }
+        a.processes = a.hosts;
     }
     if a.backend == "memory" {
         a.processes = 1;
@@ -169,8 +207,10 @@ async fn open(args: &Args, pool: u32) -> Result<Stores, StoreError> {
                 .or_else(|| std::env::var("OMOI_TEST_POSTGRES_URL").ok())
                 .ok_or_else(|| StoreError::InvalidInput("--url or OMOI_TEST_POSTGRES_URL is required".into()))?;
             let schema = args.child.clone().unwrap_or_else(|| {
+                static RUNS: AtomicUsize = AtomicUsize::new(0);
                 let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                format!("omoi_bench_w_{}_{}", secs.as_secs(), std::process::id())
+                let run = RUNS.fetch_add(1, Ordering::Relaxed);
+                format!("omoi_bench_w_{}_{}_{run}", secs.as_secs(), std::process::id())
             });
             let s = omoi_store::PostgresStore::builder(&url).schema(&schema).max_connections(pool).connect().await?;
             let settings = postgres_settings(&url).await;
@@ -190,7 +230,7 @@ async fn postgres_settings(url: &str) -> serde_json::Value {
     use sqlx::Connection;
     let Ok(mut c) = sqlx::PgConnection::connect(url).await else { return serde_json::Value::Null };
     let mut out = serde_json::Map::new();
-    for name in ["fsync", "synchronous_commit", "wal_sync_method", "server_version"] {
+    for name in ["fsync", "synchronous_commit", "full_page_writes", "wal_sync_method", "server_version"] {
         let v: Option<String> =
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {name}"))).fetch_optional(&mut c).await.ok().flatten();
         out.insert(name.into(), json!(v));
@@ -204,7 +244,9 @@ async fn drain(stores: &Stores, args: &Args) -> Result<(), StoreError> {
     let stop = CancellationToken::new();
     let mut handles = Vec::new();
     for w in 0..args.workers {
-        let cfg = WorkerConfig::new(format!("bench-{w}"), args.concurrency, &q);
+        let mut cfg = WorkerConfig::new(format!("bench-{w}"), args.concurrency, &q);
+        cfg.claim_batch = args.claim_batch.unwrap_or(cfg.claim_batch);
+        cfg.prefetch = args.prefetch.unwrap_or(cfg.prefetch);
         let worker =
             Worker::new(stores.tasks.clone(), stores.events.clone(), Arc::new(NoOp), Arc::new(SystemClock), cfg);
         let stop = stop.clone();
@@ -263,6 +305,84 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     (sorted[i.min(sorted.len() - 1)] * 100.0).round() / 100.0
 }
 
+/// The store-level baseline: `claimers` loops of `claim` (up to `batch`, started with the
+/// claim) and one `complete_many`, until all `total` tasks are completed. Returns jobs/s.
+async fn drain_store_level(
+    tasks: Arc<dyn TaskStore>,
+    claimers: usize,
+    batch: usize,
+    total: usize,
+) -> Result<f64, StoreError> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..claimers {
+        let (tasks, done) = (tasks.clone(), done.clone());
+        handles.push(tokio::spawn(async move {
+            let req = ClaimRequest::new(AgentId::new(), batch, Duration::from_secs(60)).and_start();
+            while done.load(Ordering::Acquire) < total {
+                let claimed = tasks.claim(&req).await?;
+                if claimed.is_empty() {
+                    // A DAG: the next tasks wait for completions in flight elsewhere.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                let items = claimed.iter().map(|c| (c.task.id, c.lease.token, Completion::default())).collect();
+                let results = tasks.complete_many(items).await?;
+                done.fetch_add(results.iter().filter(|r| r.is_ok()).count(), Ordering::AcqRel);
+            }
+            Ok::<(), StoreError>(())
+        }));
+    }
+    for h in handles {
+        h.await.map_err(|e| StoreError::InvalidInput(e.to_string()))??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Simulated hosts made by `scripts/netns-hosts`, removed when dropped.
+struct Hosts {
+    /// (namespace, address of its gateway in the root namespace), in host order.
+    hosts: Vec<(String, String)>,
+}
+
+impl Hosts {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/netns-hosts")
+    }
+
+    fn up(n: usize) -> Result<Self, StoreError> {
+        let err = |e: String| StoreError::InvalidInput(format!("scripts/netns-hosts: {e}"));
+        let _ = std::process::Command::new(Self::script()).arg("down").status();
+        let out = std::process::Command::new(Self::script())
+            .args(["up", &n.to_string()])
+            .output()
+            .map_err(|e| err(e.to_string()))?;
+        let me = Self {
+            hosts: String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
+                .collect(),
+        };
+        if !out.status.success() || me.hosts.len() != n {
+            return Err(err(String::from_utf8_lossy(&out.stderr).into_owned()));
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script()).arg("down").status();
+    }
+}
+
+/// The 1-minute load average and the number of CPUs.
+fn load() -> serde_json::Value {
+    let avg = std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split(' ').next()?.parse::<f64>().ok());
+    json!({ "loadavg_1m": avg, "nproc": std::thread::available_parallelism().map(|n| n.get()).ok() })
+}
+
 async fn child(args: Args) -> Result<(), StoreError> {
     let stores = open(&args, (args.workers * args.concurrency).clamp(4, 32) as u32).await?;
     let mut stdout = tokio::io::stdout();
@@ -288,12 +408,27 @@ async fn parent(args: Args) -> Result<serde_json::Value, StoreError> {
         drain(&stores, &args).await?;
     } else {
         let exe = std::env::current_exe().map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        let hosts = if args.hosts > 0 { Some(Hosts::up(args.hosts)?) } else { None };
+        let url = args.url.clone().or_else(|| std::env::var("OMOI_TEST_POSTGRES_URL").ok());
         let mut children = Vec::new();
-        for _ in 0..args.processes {
-            let mut cmd = tokio::process::Command::new(&exe);
+        for p in 0..args.processes {
+            let (mut cmd, url) = match hosts.as_ref().map(|h| &h.hosts[p]) {
+                Some((netns, gateway)) => {
+                    let mut cmd = tokio::process::Command::new("ip");
+                    cmd.args(["netns", "exec", netns]).arg(&exe);
+                    (cmd, url.as_deref().map(|u| url_on_host(u, gateway)))
+                }
+                None => (tokio::process::Command::new(&exe), url.clone()),
+            };
             cmd.args(["--backend", &args.backend, "--tasks", "1", "--child", &stores.location]);
             cmd.args(["--workers", &args.workers.to_string(), "--concurrency", &args.concurrency.to_string()]);
-            if let Some(u) = &args.url {
+            if let Some(b) = args.claim_batch {
+                cmd.args(["--claim-batch", &b.to_string()]);
+            }
+            if let Some(p) = args.prefetch {
+                cmd.args(["--prefetch", &p.to_string()]);
+            }
+            if let Some(u) = &url {
                 cmd.args(["--url", u]);
             }
             let mut c = cmd
@@ -329,18 +464,37 @@ async fn parent(args: Args) -> Result<serde_json::Value, StoreError> {
         )));
     }
     let lat = latencies(stores.events.as_ref()).await?;
+    let store_level = if args.baseline > 0 {
+        let base = open(&args, (args.concurrency as u32).clamp(4, 32)).await?;
+        for chunk in plan(args.tasks, args.dag).chunks(2_000) {
+            base.tasks.insert_tasks(chunk.to_vec()).await?;
+        }
+        let rate = drain_store_level(base.tasks.clone(), args.concurrency, args.baseline, args.tasks).await?;
+        if let Some(pg) = base.cleanup.clone() {
+            drop(base);
+            pg.drop_schema().await?;
+        }
+        json!({ "claimers": args.concurrency, "batch": args.baseline, "jobs_per_s": rate.round() })
+    } else {
+        serde_json::Value::Null
+    };
     let line = json!({
         "bench": "worker",
         "backend": args.backend,
         "shape": if args.dag { "dag" } else { "independent" },
         "tasks": args.tasks,
         "processes": args.processes,
+        "hosts": args.hosts,
         "workers": args.workers,
         "concurrency": args.concurrency,
+        "claim_batch": args.claim_batch.unwrap_or(QueueConfig::default().claim_batch),
+        "prefetch": args.prefetch.unwrap_or(args.concurrency),
         "jobs_per_s": (args.tasks as f64 / secs).round(),
         "p50_ms": percentile(&lat, 0.5),
         "p99_ms": percentile(&lat, 0.99),
+        "store_level": store_level,
         "postgres": stores.postgres,
+        "load": load(),
     });
     if let Some(pg) = stores.cleanup.clone() {
         drop(stores);

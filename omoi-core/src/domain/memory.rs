@@ -98,6 +98,25 @@ pub struct Memory {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+impl Memory {
+    /// `new` as first stored at `now`: never reinforced or used yet.
+    pub fn stored(new: NewMemory, now: DateTime<Utc>) -> Self {
+        Self {
+            id: new.id,
+            kind: new.kind,
+            text: new.text,
+            embedding: new.embedding,
+            metadata: new.metadata,
+            citations: new.citations,
+            reinforcements: 0,
+            uses: 0,
+            created_at: now,
+            refreshed_at: now,
+            last_used_at: None,
+        }
+    }
+}
+
 /// Merges reinforcing `fresh` citations into `old` ones: a fresh citation replaces an old one
 /// of the same file and overlapping lines; the others are kept (old first).
 pub fn merge_citations(old: &[Citation], fresh: &[Citation]) -> Vec<Citation> {

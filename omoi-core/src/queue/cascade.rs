@@ -70,6 +70,13 @@ impl Cascade {
     }
 }
 
+/// The error an adapter records when it dead-letters a stored task row it cannot decode
+/// (written by something else, or by an older version) instead of failing a claim or a sweep;
+/// it then blocks the task's dependents like any dead letter. `reason` is the decoding error.
+pub fn quarantine_error(reason: &str) -> String {
+    crate::validate::clean_error(&format!("quarantined: the stored row cannot be read: {reason}"))
+}
+
 /// Blocks `dependent` because `cause` can no longer complete: a `Waiting` task becomes
 /// `Blocked` (returns its `task.blocked` event); a task in any other state is left alone
 /// (`None`) — a ready, running or finished task does not wait on `cause` any more.
@@ -151,6 +158,13 @@ mod tests {
         assert!(matches!(unblock_dependent(&mut t, fine, now).unwrap(), Some(Event::TaskUnblocked { .. })));
         assert_eq!(t.state, TaskState::Waiting);
         assert_eq!(unblock_dependent(&mut t, fine, now).unwrap(), None, "no longer blocked");
+    }
+
+    #[test]
+    fn a_quarantine_error_names_the_reason_and_is_storable() {
+        let e = quarantine_error("bad json\0 at 3");
+        assert!(e.starts_with("quarantined: the stored row cannot be read: bad json"), "{e}");
+        crate::validate::text("error", &e, crate::validate::MAX_ERROR_BYTES).unwrap();
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Applying a state-machine event to a stored task, and the fence every leased write passes
-//! first. Every adapter changes a task's state through [`step`] and checks a presented token
-//! with [`fenced`] (or [`fence`], when it holds only the lease columns).
+//! Applying a state-machine event to a stored task, the fence every leased write passes first,
+//! and the state changes that are more than one event (release, cancel, redrive). Every adapter
+//! changes a task's state through these and checks a presented token with [`fenced`] (or
+//! [`fence`], when it holds only the lease columns).
 
 use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
+use crate::event::Event;
 use crate::ids::TaskId;
 use crate::state::{TaskEvent, TaskState};
 use crate::task::{FencingToken, Lease, Task};
@@ -31,6 +33,40 @@ pub fn fence(id: TaskId, state: TaskState, lease: Option<Lease>, token: FencingT
         Some(l) if l.token == token && state.is_leased() => Ok(l),
         _ => Err(StoreError::StaleLease { task: id, presented: token }),
     }
+}
+
+/// Gives a leased task back to the queue without using an attempt (its holder, whose `lease`
+/// the adapter has fenced, did not run it): `Ready` at `now`, lease off, one attempt returned.
+/// Returns the `task.released` event.
+pub fn release(task: &mut Task, lease: Lease, now: DateTime<Utc>) -> Result<Event, StoreError> {
+    step(task, TaskEvent::Release, now)?;
+    task.lease = None;
+    task.attempts = task.attempts.saturating_sub(1);
+    task.run_at = now;
+    Ok(Event::TaskReleased { task_id: task.id, holder: lease.holder })
+}
+
+/// Cancels `task` (lease off) and returns the `task.cancelled` event; the adapter then blocks
+/// its dependents ([`Cascade`](super::Cascade)).
+pub fn cancel(task: &mut Task, now: DateTime<Utc>) -> Result<Event, StoreError> {
+    step(task, TaskEvent::Cancel, now)?;
+    task.lease = None;
+    Ok(Event::TaskCancelled { task_id: task.id })
+}
+
+/// Refuses a redrive the state table does not allow, before the adapter checks `task`'s dedup
+/// key against the other live tasks.
+pub fn check_redrive(task: &Task) -> Result<(), StoreError> {
+    task.state.apply(TaskEvent::Redrive).map(drop).map_err(|e| StoreError::transition("task", task.id, e))
+}
+
+/// Puts a dead-lettered (`Failed`) task back in the queue: `Ready` at `now` with its attempts
+/// reset. Returns the `task.redriven` event; the adapter then unblocks its dependents.
+pub fn redrive(task: &mut Task, now: DateTime<Utc>) -> Result<Event, StoreError> {
+    step(task, TaskEvent::Redrive, now)?;
+    task.attempts = 0;
+    task.run_at = now;
+    Ok(Event::TaskRedriven { task_id: task.id })
 }
 
 #[cfg(test)]
@@ -79,5 +115,26 @@ mod tests {
         assert!(stale(&t, 6), "an older token");
         assert!(stale(&task(TaskState::Ready, Some(7)), 7), "a task no longer leased");
         assert!(stale(&task(TaskState::Claimed, None), 7), "no lease at all");
+    }
+
+    #[test]
+    fn release_returns_the_attempt_and_redrive_resets_them() {
+        let now = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(9);
+        let mut t = task(TaskState::Running, Some(3));
+        let lease = fenced(&t, FencingToken(3)).unwrap();
+        assert!(
+            matches!(release(&mut t, lease, now).unwrap(), Event::TaskReleased { holder, .. } if holder == lease.holder)
+        );
+        assert_eq!((t.state, t.lease, t.attempts, t.run_at), (TaskState::Ready, None, 0, now));
+
+        let mut t = task(TaskState::Running, Some(3));
+        assert!(matches!(cancel(&mut t, now).unwrap(), Event::TaskCancelled { .. }));
+        assert_eq!((t.state, t.lease), (TaskState::Cancelled, None));
+        let mut t = task(TaskState::Failed, None);
+        t.attempts = 3;
+        check_redrive(&t).unwrap();
+        assert!(matches!(redrive(&mut t, now).unwrap(), Event::TaskRedriven { .. }));
+        assert_eq!((t.state, t.attempts, t.run_at), (TaskState::Ready, 0, now));
+        assert!(matches!(check_redrive(&t), Err(StoreError::InvalidTransition { .. })), "a ready task");
     }
 }

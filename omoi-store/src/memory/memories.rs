@@ -80,19 +80,7 @@ impl MemoryStore for InMemoryStore {
                 return Err(StoreError::AlreadyExists { kind: "memory", id: new.id.to_string() });
             }
             m.dims.get_or_insert(new.embedding.len());
-            let memory = Memory {
-                id: new.id,
-                kind: new.kind,
-                text: new.text,
-                embedding: new.embedding,
-                metadata: new.metadata,
-                citations: new.citations,
-                reinforcements: 0,
-                uses: 0,
-                created_at: now,
-                refreshed_at: now,
-                last_used_at: None,
-            };
+            let memory = Memory::stored(new, now);
             m.index.insert(memory.id, m.rows.len());
             m.terms.push(terms(&memory.text));
             m.rows.push(memory.clone());

@@ -208,15 +208,19 @@ impl Tasks {
 
     /// Drops the lease bookkeeping of a leased row.
     fn drop_lease(&mut self, id: TaskId) -> Option<Lease> {
-        let row = self.rows.get_mut(&id)?;
-        let lease = row.task.lease.take()?;
+        let lease = self.rows.get_mut(&id)?.task.lease.take()?;
+        self.unindex_lease(id, lease);
+        Some(lease)
+    }
+
+    /// Forgets `lease` of task `id` in the lease indexes (the task no longer holds it).
+    fn unindex_lease(&mut self, id: TaskId, lease: Lease) {
         self.leased.remove(&(lease.expires_at, id));
-        if let Some(c) = &row.task.def.concurrency
+        if let Some(c) = self.rows.get(&id).and_then(|r| r.task.def.concurrency.as_ref())
             && let Some(n) = self.running_per_key.get_mut(&c.key)
         {
             *n = n.saturating_sub(1);
         }
-        Some(lease)
     }
 
     fn free_dedup(&mut self, id: TaskId) {
@@ -476,14 +480,11 @@ impl TaskStore for InMemoryStore {
 
     async fn release(&self, id: TaskId, token: FencingToken) -> Result<(), StoreError> {
         self.tasks_write(|tasks, now, events| {
-            tasks.fenced(id, token)?;
-            let lease = tasks.drop_lease(id).expect("fenced row is leased");
             let row = tasks.row(id)?;
-            queue::step(&mut row.task, TaskEvent::Release, now)?;
-            row.task.attempts = row.task.attempts.saturating_sub(1);
-            row.task.run_at = now;
+            let lease = queue::fenced(&row.task, token)?;
+            events.push(queue::release(&mut row.task, lease, now)?);
+            tasks.unindex_lease(id, lease);
             tasks.ready.insert(key(&tasks.rows[&id].task));
-            events.push(Event::TaskReleased { task_id: id, holder: lease.holder });
             Ok(())
         })
     }
@@ -491,15 +492,15 @@ impl TaskStore for InMemoryStore {
     async fn cancel(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
         self.tasks_write(|tasks, now, events| {
             let row = tasks.row(id)?;
-            let was = row.task.state;
-            let queued = key(&row.task);
-            queue::step(&mut row.task, TaskEvent::Cancel, now)?;
+            let (was, queued, lease) = (row.task.state, key(&row.task), row.task.lease);
+            events.push(queue::cancel(&mut row.task, now)?);
             if was == TaskState::Ready {
                 tasks.ready.remove(&queued);
             }
-            tasks.drop_lease(id);
+            if let Some(lease) = lease {
+                tasks.unindex_lease(id, lease);
+            }
             tasks.free_dedup(id);
-            events.push(Event::TaskCancelled { task_id: id });
             tasks.block_dependents(id, now, events)
         })
     }
@@ -507,19 +508,15 @@ impl TaskStore for InMemoryStore {
     async fn redrive(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
         self.tasks_write(|tasks, now, events| {
             let row = tasks.row(id)?;
-            row.task.state.apply(TaskEvent::Redrive).map_err(|e| StoreError::transition("task", id, e))?;
+            queue::check_redrive(&row.task)?;
             if let Some(k) = row.task.def.dedup_key.clone() {
                 if let Some(holder) = tasks.dedup.get(&k) {
                     return Err(StoreError::DuplicateKey { key: k, existing: Some(*holder) });
                 }
                 tasks.dedup.insert(k, id);
             }
-            let row = tasks.row(id)?;
-            queue::step(&mut row.task, TaskEvent::Redrive, now)?;
-            row.task.attempts = 0;
-            row.task.run_at = now;
+            events.push(queue::redrive(&mut tasks.row(id)?.task, now)?);
             tasks.ready.insert(key(&tasks.rows[&id].task));
-            events.push(Event::TaskRedriven { task_id: id });
             tasks.unblock_dependents(id, now, events)
         })
     }

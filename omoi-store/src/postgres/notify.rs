@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -33,30 +33,29 @@ pub(crate) struct Announcer {
     local: watch::Sender<u64>,
 }
 
-static ANNOUNCERS: LazyLock<Mutex<HashMap<String, Arc<Announcer>>>> = LazyLock::new(Default::default);
+/// The announcers of this process by schema. Weak: the stores of a schema own its announcer
+/// (and through it a handle on their pool), so when the last store of a schema is dropped its
+/// pool closes instead of staying open for the life of the process.
+static ANNOUNCERS: LazyLock<Mutex<HashMap<String, Weak<Announcer>>>> = LazyLock::new(Default::default);
 
-/// The announcer of `schema` (created with `pool` the first time).
+/// The announcer of `schema` (created with `pool` when no live one exists).
 pub(crate) fn announcer(schema: &str, pool: &PgPool, channel: &str) -> Arc<Announcer> {
     let mut map = ANNOUNCERS.lock();
-    let entry = map.entry(schema.to_owned()).or_insert_with(|| {
-        Arc::new(Announcer {
-            pending: AtomicU64::new(0),
-            running: AtomicBool::new(false),
-            pool: pool.clone(),
-            channel: channel.to_owned(),
-            local: watch::channel(0).0,
-        })
-    });
-    if entry.pool.is_closed() {
-        *entry = Arc::new(Announcer {
-            pending: AtomicU64::new(0),
-            running: AtomicBool::new(false),
-            pool: pool.clone(),
-            channel: channel.to_owned(),
-            local: watch::channel(0).0,
-        });
+    map.retain(|_, a| a.strong_count() > 0);
+    if let Some(a) = map.get(schema).and_then(Weak::upgrade)
+        && !a.pool.is_closed()
+    {
+        return a;
     }
-    entry.clone()
+    let a = Arc::new(Announcer {
+        pending: AtomicU64::new(0),
+        running: AtomicBool::new(false),
+        pool: pool.clone(),
+        channel: channel.to_owned(),
+        local: watch::channel(0).0,
+    });
+    map.insert(schema.to_owned(), Arc::downgrade(&a));
+    a
 }
 
 /// Forgets `schema`'s announcer (its schema was dropped).
@@ -67,7 +66,7 @@ pub(crate) fn forget(schema: &str) {
 /// Records that a transaction on `schema` wrote events up to `cursor` (it may not have committed
 /// yet); subscribers are woken once it is readable.
 pub(crate) fn emitted(schema: &str, cursor: u64) {
-    let Some(a) = ANNOUNCERS.lock().get(schema).cloned() else { return };
+    let Some(a) = ANNOUNCERS.lock().get(schema).and_then(Weak::upgrade) else { return };
     a.pending.fetch_max(cursor, Ordering::AcqRel);
     a.ensure_running();
 }

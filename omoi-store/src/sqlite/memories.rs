@@ -179,19 +179,7 @@ impl MemoryStore for SqliteStore {
         let mut w = self.begin().await?;
         let dims = stored_dims(w.conn()).await?;
         check_new_embedding(dims, &new.embedding)?;
-        let memory = Memory {
-            id: new.id,
-            kind: new.kind,
-            text: new.text,
-            embedding: new.embedding,
-            metadata: new.metadata,
-            citations: new.citations,
-            reinforcements: 0,
-            uses: 0,
-            created_at: w.now,
-            refreshed_at: w.now,
-            last_used_at: None,
-        };
+        let memory = Memory::stored(new, w.now);
         let pos: i64 = sqlx::query_scalar(
             "INSERT INTO memories (id, kind, text, embedding, metadata, citations, created_at, refreshed_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING pos",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::Usage;
-use crate::error::{StoreError, TaskRef};
+use crate::error::{StoreError, SyncConflict, TaskRef};
 use crate::event::{Cursor, Event};
 use crate::ids::{AgentId, SpecId, TaskId};
 use crate::ports::clock::Clock;
@@ -365,7 +365,8 @@ pub async fn sync_of_a_dependency_added_to_a_running_or_completed_task_is_refuse
     plan.tasks.push(planned("TSK-005", &[]));
     add_dependency(&mut plan, "TSK-001", "TSK-005");
     match h.specs.sync(id, &plan).await {
-        Err(StoreError::SyncConflict { task, id: stored, state, added, removed, .. }) => {
+        Err(StoreError::SyncConflict(c)) => {
+            let SyncConflict { task, id: stored, state, added, removed, .. } = *c;
             assert_eq!((task.as_str(), stored, state), ("TSK-001", t1, TaskState::Running));
             assert_eq!((added, removed), (vec!["TSK-005".to_owned()], Vec::<String>::new()));
         }
@@ -373,7 +374,7 @@ pub async fn sync_of_a_dependency_added_to_a_running_or_completed_task_is_refuse
     }
     h.tasks.complete(t1, c.lease.token, Completion::default()).await.unwrap();
     match h.specs.sync(id, &plan).await {
-        Err(e @ StoreError::SyncConflict { state: TaskState::Completed, .. }) => {
+        Err(StoreError::SyncConflict(e)) if e.state == TaskState::Completed => {
             assert!(e.to_string().contains("TSK-001") && e.to_string().contains("completed"), "{e}");
         }
         other => panic!("expected SyncConflict, got {other:?}"),
@@ -382,7 +383,7 @@ pub async fn sync_of_a_dependency_added_to_a_running_or_completed_task_is_refuse
     let at = dropped.tasks.iter().position(|t| t.local_id == "TSK-002").unwrap();
     dropped.tasks[at].depends_on.clear();
     match h.specs.sync(id, &dropped).await {
-        Err(e @ StoreError::SyncConflict { .. }) => assert!(e.to_string().contains("TSK-002"), "{e}"),
+        Err(e @ StoreError::SyncConflict(_)) => assert!(e.to_string().contains("TSK-002"), "{e}"),
         other => panic!("expected SyncConflict, got {other:?}"),
     }
     assert_eq!(h.spec_tasks(id).await.len(), 4, "nothing was synced");

@@ -125,7 +125,7 @@ pub(super) async fn quarantine(
     now: DateTime<Utc>,
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
-    let error = omoi_core::validate::clean_error(&format!("quarantined: the stored row cannot be read: {reason}"));
+    let error = queue::quarantine_error(reason);
     warn!(task = %id, %error, "quarantining an unreadable task row");
     let attempts: Option<i32> = sqlx::query_scalar(
         "UPDATE tasks SET state = 'failed', last_error = $2, updated_at = $3 WHERE id = $1 RETURNING attempts",

@@ -301,11 +301,9 @@ impl TaskStore for PostgresStore {
         let mut tx = self.begin().await?;
         let mut task = lock_task(&mut tx, id).await?;
         let lease = queue::fenced(&task, token)?;
-        queue::step(&mut task, TaskEvent::Release, now)?;
-        task.attempts = task.attempts.saturating_sub(1);
-        task.run_at = now;
+        let event = queue::release(&mut task, lease, now)?;
         save(&mut tx, &task).await?;
-        self.finish(tx, now, &[Event::TaskReleased { task_id: id, holder: lease.holder }]).await
+        self.finish(tx, now, &[event]).await
     }
 
     #[instrument(level = "debug", skip_all, fields(task = %id))]
@@ -313,9 +311,8 @@ impl TaskStore for PostgresStore {
         let now = self.now();
         let mut tx = self.begin().await?;
         let mut task = lock_task(&mut tx, id).await?;
-        queue::step(&mut task, TaskEvent::Cancel, now)?;
+        let mut events = vec![queue::cancel(&mut task, now)?];
         save(&mut tx, &task).await?;
-        let mut events = vec![Event::TaskCancelled { task_id: id }];
         let blocked = block_dependents(&mut tx, id, now, &mut events).await?;
         self.finish(tx, now, &events).await?;
         Ok(blocked)
@@ -326,7 +323,7 @@ impl TaskStore for PostgresStore {
         let now = self.now();
         let mut tx = self.begin().await?;
         let mut task = lock_task(&mut tx, id).await?;
-        task.state.apply(TaskEvent::Redrive).map_err(|e| StoreError::transition("task", id, e))?;
+        queue::check_redrive(&task)?;
         if let Some(k) = &task.def.dedup_key {
             let holder: Option<Uuid> = sqlx::query_scalar(
                 "SELECT id FROM tasks WHERE dedup_key = $1 AND state <> ALL($2) AND id <> $3 LIMIT 1",
@@ -341,11 +338,8 @@ impl TaskStore for PostgresStore {
                 return Err(StoreError::DuplicateKey { key: k.clone(), existing: Some(TaskId::from_uuid(h)) });
             }
         }
-        queue::step(&mut task, TaskEvent::Redrive, now)?;
-        task.attempts = 0;
-        task.run_at = now;
+        let mut events = vec![queue::redrive(&mut task, now)?];
         save(&mut tx, &task).await?;
-        let mut events = vec![Event::TaskRedriven { task_id: id }];
         let unblocked = unblock_dependents(&mut tx, id, now, &mut events).await?;
         self.finish(tx, now, &events).await?;
         Ok(unblocked)

@@ -67,7 +67,7 @@ pub(super) async fn unblock_dependents(w: &mut Write, root: TaskId) -> Result<Ve
 /// with `reason` as its error, and blocks its dependents: one bad row never stops a claim or a
 /// sweep. Touches only columns that need no decoding.
 pub(super) async fn quarantine(w: &mut Write, id: &str, reason: &str) -> Result<(), StoreError> {
-    let error = omoi_core::validate::clean_error(&format!("quarantined: the stored row cannot be read: {reason}"));
+    let error = queue::quarantine_error(reason);
     tracing::warn!(task = %id, %error, "quarantining an unreadable task row");
     let attempts: Option<i64> = sqlx::query_scalar(
         "UPDATE tasks SET state = 'failed', lease_holder = NULL, lease_token = NULL, lease_expires = NULL, \

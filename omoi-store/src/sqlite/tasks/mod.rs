@@ -139,12 +139,9 @@ impl TaskStore for SqliteStore {
         let mut w = self.begin().await?;
         let mut row = load(w.conn(), id).await?;
         let lease = queue::fenced(&row.task, token)?;
-        queue::step(&mut row.task, TaskEvent::Release, w.now)?;
-        row.task.lease = None;
-        row.task.attempts = row.task.attempts.saturating_sub(1);
-        row.task.run_at = w.now;
+        let event = queue::release(&mut row.task, lease, w.now)?;
         save(w.conn(), &row).await?;
-        w.emit(Event::TaskReleased { task_id: id, holder: lease.holder });
+        w.emit(event);
         self.commit(w).await?;
         Ok(())
     }
@@ -153,10 +150,9 @@ impl TaskStore for SqliteStore {
     async fn cancel(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
         let mut w = self.begin().await?;
         let mut row = load(w.conn(), id).await?;
-        queue::step(&mut row.task, TaskEvent::Cancel, w.now)?;
-        row.task.lease = None;
+        let event = queue::cancel(&mut row.task, w.now)?;
         save(w.conn(), &row).await?;
-        w.emit(Event::TaskCancelled { task_id: id });
+        w.emit(event);
         let blocked = block_dependents(&mut w, id).await?;
         self.commit(w).await?;
         Ok(blocked)
@@ -166,7 +162,7 @@ impl TaskStore for SqliteStore {
     async fn redrive(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
         let mut w = self.begin().await?;
         let mut row = load(w.conn(), id).await?;
-        row.task.state.apply(TaskEvent::Redrive).map_err(|e| StoreError::transition("task", id, e))?;
+        queue::check_redrive(&row.task)?;
         if let Some(key) = row.task.def.dedup_key.clone() {
             let holder: Option<String> = sqlx::query_scalar(
                 "SELECT id FROM tasks WHERE dedup_key = ?1 AND id != ?2 \
@@ -181,11 +177,9 @@ impl TaskStore for SqliteStore {
                 return Err(StoreError::DuplicateKey { key, existing: Some(codec::parse("task id", &h)?) });
             }
         }
-        queue::step(&mut row.task, TaskEvent::Redrive, w.now)?;
-        row.task.attempts = 0;
-        row.task.run_at = w.now;
+        let event = queue::redrive(&mut row.task, w.now)?;
         save(w.conn(), &row).await?;
-        w.emit(Event::TaskRedriven { task_id: id });
+        w.emit(event);
         let unblocked = unblock_dependents(&mut w, id).await?;
         self.commit(w).await?;
         Ok(unblocked)
