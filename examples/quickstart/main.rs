@@ -40,14 +40,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omoi_core::config::OmoiConfig;
-use omoi_core::testkit::{Recording, ScriptedLlm};
-use omoi_core::{
-    Clock, ExecutionMode, HashingEmbedder, LlmClient, NewSpec, NewTask, SystemClock, TaskFilter, TaskId, TaskLinks,
-};
+use omoi_core::testkit::ScriptedLlm;
+use omoi_core::{Clock, ExecutionMode, HashingEmbedder, NewSpec, NewTask, SystemClock, TaskFilter, TaskId, TaskLinks};
+use omoi_examples::model::Model;
 use omoi_examples::monitoring::monitors;
 use omoi_exec::agent::AgentResult;
 use omoi_exec::git::MergeReport;
-use omoi_exec::llm::{AnthropicClient, OpenAiClient};
 use omoi_exec::memory::MemoryService;
 use omoi_exec::{GitRepo, Orchestrator, RunReport};
 use omoi_sandbox::LocalSandboxProvider;
@@ -64,32 +62,9 @@ lower-case, ASCII, underscore-separated identifier; export it from the package a
 
 const RECORDING: &str = include_str!("../recordings/quickstart.json");
 
-/// The model in use.
-struct Model {
-    llm: Arc<dyn LlmClient>,
-    source: String,
-    /// The recording, when it is the model (to show what it was given).
-    recorded: Option<Arc<ScriptedLlm>>,
-}
-
 /// The model: Claude or an OpenAI-compatible server when configured, else the recording.
 fn model() -> Result<Model, Box<dyn Error>> {
-    if std::env::var_os("ANTHROPIC_API_KEY").is_some() {
-        let client = AnthropicClient::from_env()?;
-        let source = format!("Anthropic ({})", client.model());
-        return Ok(Model { llm: Arc::new(client), source, recorded: None });
-    }
-    if std::env::var_os("OPENAI_API_KEY").is_some() || std::env::var_os("OPENAI_BASE_URL").is_some() {
-        let client = OpenAiClient::from_env()?;
-        let source = format!("OpenAI-compatible ({})", client.model());
-        return Ok(Model { llm: Arc::new(client), source, recorded: None });
-    }
-    // Task agents run concurrently: each task's conversation is its own track
-    // (`task:<title>`), chosen by the request's labels; the spec phases share the default track.
-    // A run that has been steered continues on its track's `@steered` continuation.
-    let llm = Arc::new(ScriptedLlm::from_recording(serde_json::from_str::<Recording>(RECORDING)?));
-    let source = "a recorded conversation (set ANTHROPIC_API_KEY to use Claude)".into();
-    Ok(Model { llm: llm.clone(), source, recorded: Some(llm) })
+    omoi_examples::model::from_env_or_recording(RECORDING)
 }
 
 /// What every orchestrator of the quickstart shares.

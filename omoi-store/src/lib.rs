@@ -14,7 +14,9 @@
 //! | `postgres` | `PostgresStore` | all five and `DiscoveryStore`; any number of processes on one database (pgvector for memories) |
 //!
 //! The memory, SQLite and Postgres adapters also implement
-//! [`InterventionStore`](omoi_core::InterventionStore) (durable steering, with its conformance suite).
+//! [`InterventionStore`](omoi_core::InterventionStore) (durable steering) and
+//! [`AccessStore`](omoi_core::AccessStore) (API keys as hashes, entity ownership), each with its
+//! conformance suite.
 //!
 //! Engines depend on the ports only; pick an adapter where you assemble your orchestrator:
 //!
