@@ -32,10 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omoi_core::config::OmoiConfig;
-use omoi_core::testkit::{Recording, ScriptedLlm};
 use omoi_core::{LlmClient, NewSpec, TaskFilter};
 use omoi_exec::agent::AgentResult;
-use omoi_exec::llm::{AnthropicClient, OpenAiClient};
 use omoi_exec::{GitRepo, Orchestrator};
 use omoi_sandbox::LocalSandboxProvider;
 use omoi_spec::RunOutcome;
@@ -48,18 +46,7 @@ const RECORDING: &str = include_str!("../recordings/quickstart.json");
 
 /// The model: Claude or an OpenAI-compatible server when configured, else the recording.
 fn model() -> Result<(Arc<dyn LlmClient>, String), Box<dyn Error>> {
-    if std::env::var_os("ANTHROPIC_API_KEY").is_some() {
-        let client = AnthropicClient::from_env()?;
-        return Ok((Arc::new(client.clone()), format!("Anthropic ({})", client.model())));
-    }
-    if std::env::var_os("OPENAI_API_KEY").is_some() || std::env::var_os("OPENAI_BASE_URL").is_some() {
-        let client = OpenAiClient::from_env()?;
-        return Ok((Arc::new(client.clone()), format!("OpenAI-compatible ({})", client.model())));
-    }
-    // Task agents run concurrently: each task's conversation is its own track
-    // (`task:<title>`), chosen by the request's labels; the spec phases share the default track.
-    let llm = ScriptedLlm::from_recording(serde_json::from_str::<Recording>(RECORDING)?);
-    Ok((Arc::new(llm), "a recorded conversation (set ANTHROPIC_API_KEY to use Claude)".into()))
+    omoi_examples::model::from_env_or_recording(RECORDING)
 }
 
 fn workdir() -> Result<PathBuf, Box<dyn Error>> {

@@ -1,6 +1,10 @@
-//! Shared helpers for the omoi examples (`quickstart`, `spec_demo`, `drain`): progress output
-//! for long runs. The examples themselves are described in the repository's README, whose code
-//! blocks are compiled and run as this crate's doctests.
+//! Shared code of the omoi examples: the reference [`server`] (`cargo run --release --example
+//! server`), the model the examples run on ([`model`]) and progress output for long runs. The
+//! examples themselves are described in the repository's README, whose code blocks are
+//! compiled and run as this crate's doctests.
+
+pub mod model;
+pub mod server;
 
 /// The README's code blocks, run as doctests (not part of the documentation: its links point at
 /// the repository's folders).

@@ -125,6 +125,11 @@ typed_id!(
     "sandbox"
 );
 typed_id!(
+    /// Identifies an [`ApiKey`](crate::ApiKey) (what revoking it names; never the key).
+    ApiKeyId,
+    "api key"
+);
+typed_id!(
     /// Identifies an [`Intervention`](crate::Intervention): a steering message from a monitor.
     InterventionId,
     "intervention"

@@ -51,8 +51,9 @@ pub mod validate;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
-pub use domain::{agent, common, discovery, event, intervention, memory, monitoring, spec, task, ticket};
+pub use domain::{access, agent, common, discovery, event, intervention, memory, monitoring, spec, task, ticket};
 
+pub use domain::access::{AccessRole, ApiKey, NewApiKey};
 pub use domain::agent::{Agent, AgentKind, Heartbeat, HeartbeatAck, NewAgent, OverdueAgent};
 pub use domain::common::{ExecutionMode, Priority, Usage, WorkPhase};
 pub use domain::discovery::{
@@ -67,8 +68,9 @@ pub use domain::spec::{NewSpec, PhaseCheckpoint, PlannedTask, PlannedTicket, Spe
 pub use domain::task::{BackoffPolicy, FencingToken, Lease, NewTask, Task, TaskDefinition, TaskLinks};
 pub use domain::ticket::{Ticket, TicketStatus};
 pub use error::{BoxError, StoreError, TaskRef};
-pub use ids::{AgentId, DiscoveryId, InterventionId, MemoryId, SandboxId, SpecId, TaskId, TicketId};
+pub use ids::{AgentId, ApiKeyId, DiscoveryId, InterventionId, MemoryId, SandboxId, SpecId, TaskId, TicketId};
 pub use macros::ParseEnumError;
+pub use ports::access_store::AccessStore;
 pub use ports::agent_store::AgentStore;
 pub use ports::clock::{Clock, SystemClock};
 pub use ports::discovery_store::{DiscoveryFilter, DiscoveryReport, DiscoveryStore, RecordOutcome};

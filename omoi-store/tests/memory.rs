@@ -19,4 +19,5 @@ omoi_core::agent_store_suite!(store);
 omoi_core::event_store_suite!(store);
 omoi_core::memory_store_suite!(three_dims);
 omoi_core::intervention_store_suite!(store);
+omoi_core::access_store_suite!(store);
 omoi_core::discovery_store_suite!(store);

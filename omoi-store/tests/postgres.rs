@@ -18,6 +18,7 @@ omoi_core::agent_store_suite!(store);
 omoi_core::event_store_suite!(store);
 omoi_core::memory_store_suite!(store);
 omoi_core::intervention_store_suite!(store);
+omoi_core::access_store_suite!(store);
 
 /// A row this adapter cannot decode (written by something else) never stops the queue.
 mod quarantine {

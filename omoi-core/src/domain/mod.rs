@@ -1,5 +1,6 @@
 //! Domain types: tasks, specs, tickets, agents, discoveries, memories and events.
 
+pub mod access;
 pub mod agent;
 pub mod common;
 pub mod discovery;

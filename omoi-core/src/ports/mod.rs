@@ -1,6 +1,7 @@
 //! Ports: the traits adapters implement. Each is small, split by concern and dyn-compatible
 //! (`Arc<dyn TaskStore>`), with typed errors that say whether a retry may help.
 
+pub mod access_store;
 pub mod agent_store;
 pub mod clock;
 pub mod discovery_store;

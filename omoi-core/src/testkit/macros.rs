@@ -231,3 +231,22 @@ macro_rules! discovery_store_suite {
         );
     };
 }
+
+/// Runs the whole [`AccessStore`](crate::AccessStore) suite against an adapter. The factory
+/// yields `Arc<S>` with `S: AccessStore`.
+#[macro_export]
+macro_rules! access_store_suite {
+    ($factory:expr) => {
+        $crate::__omoi_suite!(
+            access_store,
+            $factory,
+            [
+                created_key_is_found_by_hash_and_listed_by_project,
+                revoked_key_keeps_its_first_revocation_time,
+                duplicate_or_invalid_keys_are_refused_storing_nothing,
+                an_entity_has_one_owner_that_another_project_cannot_take,
+                owned_by_lists_a_projects_entities_in_assignment_order,
+            ]
+        );
+    };
+}

@@ -211,6 +211,15 @@ impl Orchestrator {
         Ok(SpecSubmission { spec_id, outcome })
     }
 
+    /// Runs (or resumes) a spec already in the store (created with
+    /// [`SpecStore::create_spec`], e.g. by a server that answers before the run ends) from its
+    /// first phase without a checkpoint, and queues its tasks like [`Self::submit_new_spec`].
+    pub async fn run_spec(&self, spec: SpecId) -> Result<RunOutcome, OrchestratorError> {
+        let runner = self.runner()?;
+        self.submitted.lock().specs.insert(spec);
+        Ok(runner.run(spec).await?)
+    }
+
     /// Approves the gated phase of a spec and continues its run.
     pub async fn approve(&self, spec: SpecId) -> Result<RunOutcome, OrchestratorError> {
         Ok(self.runner()?.approve(spec).await?)

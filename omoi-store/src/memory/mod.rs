@@ -12,6 +12,7 @@
 //! | `EventStore` | yes, in-process fan-out |
 //! | `MemoryStore` | yes: exact cosine + BM25 keywords, fused by RRF |
 //! | `DiscoveryStore` | yes: record and branch under the mutex |
+//! | `AccessStore` | yes: API keys (hashes) and entity owners |
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -30,6 +31,7 @@
 //! # });
 //! ```
 
+mod access;
 mod agents;
 mod discoveries;
 mod events;
@@ -60,6 +62,7 @@ struct Shared {
 #[derive(Default)]
 struct State {
     tasks: tasks::Tasks,
+    access: access::Access,
     specs: specs::Specs,
     agents: agents::Agents,
     interventions: interventions::Interventions,

@@ -2,6 +2,7 @@
 //! any number of worker processes. See [`PostgresStore`] for how claims, completions and event
 //! cursors work.
 
+mod access;
 mod agents;
 mod discoveries;
 mod error;

@@ -1,5 +1,6 @@
 //! The SQLite adapter: every store port in one file on disk (see [`SqliteStore`]).
 
+mod access;
 mod agents;
 mod codec;
 mod discoveries;

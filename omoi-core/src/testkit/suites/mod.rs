@@ -4,6 +4,7 @@
 //! the adapter must use for every timestamp it writes. The `*_suite!` macros run every scenario
 //! of a module as its own test; scenarios can also be called one by one.
 
+pub mod access_store;
 pub mod agent_store;
 pub mod discovery_store;
 pub mod event_store;
