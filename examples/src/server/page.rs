@@ -7,8 +7,17 @@ use axum::response::{Html, IntoResponse, Response};
 use super::error::{ApiError, ApiPath};
 
 const INDEX: &str = include_str!("page/index.html");
-const APP_JS: &str = include_str!("page/app.js");
 const STYLE_CSS: &str = include_str!("page/style.css");
+
+/// The page's ES modules, by file name (no build step: the browser loads them as they are).
+const MODULES: &[(&str, &str)] = &[
+    ("app.js", include_str!("page/app.js")),
+    ("api.js", include_str!("page/api.js")),
+    ("dag.js", include_str!("page/dag.js")),
+    ("dom.js", include_str!("page/dom.js")),
+    ("format.js", include_str!("page/format.js")),
+    ("panels.js", include_str!("page/panels.js")),
+];
 
 /// `GET /`.
 pub(crate) async fn index() -> Html<&'static str> {
@@ -17,10 +26,10 @@ pub(crate) async fn index() -> Html<&'static str> {
 
 /// `GET /page/{file}`.
 pub(crate) async fn asset(ApiPath(file): ApiPath<String>) -> Result<Response, ApiError> {
-    let (body, mime) = match file.as_str() {
-        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
-        "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
-        _ => return Err(ApiError::not_found("page file", file)),
+    let (body, mime) = match MODULES.iter().find(|(name, _)| *name == file) {
+        Some((_, js)) => (*js, "text/javascript; charset=utf-8"),
+        None if file == "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
+        None => return Err(ApiError::not_found("page file", file)),
     };
     Ok(([(CONTENT_TYPE, mime)], body).into_response())
 }

@@ -51,6 +51,7 @@ const loaders = {
   async tasks() {
     const r = await api(state.key, `/api/tasks?limit=${BOARD_LIMIT}`);
     state.tasks = r.tasks;
+    if (!state.selected) schedule('detail'); // shows the first waiting task's reasons
     return ['board', 'dag', 'agents'];
   },
   async counts() {
@@ -99,18 +100,6 @@ const loaders = {
     }
     return ['detail', 'board', 'dag'];
   },
-  async recent() {
-    // What only the event log knows at load: stuck tasks and the last system assessment.
-    let r;
-    try {
-      r = await api(state.key, '/api/events/recent?names=monitor.stuck_detected,monitor.system_assessed&limit=50');
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 404) return [];
-      throw e;
-    }
-    for (const ev of [...r.events].reverse()) remember(ev);
-    return ['attention', 'header'];
-  },
 };
 
 const dirty = new Set();
@@ -148,7 +137,7 @@ async function refresh() {
 
 // Which resources an event makes stale, by the part of its name before the dot.
 const STALE = {
-  task: ['tasks', 'counts', 'attention'],
+  task: ['tasks', 'counts', 'attention', 'agents'], // agents: what each one works on
   spec: ['specs', 'attention'],
   ticket: ['specs'],
   agent: ['agents'],

@@ -1,4 +1,4 @@
-// Building DOM without innerHTML: every string becomes a text node or an attribute value, so
+// Building DOM without the HTML parser: every string becomes a text node or an attribute value, so
 // data from the API can never become markup.
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
