@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omoi_core::config::OmoiConfig;
-use omoi_core::{NewTask, TaskLinks, TaskState, TaskStore};
+use omoi_core::{
+    AccessStore, InterventionSource, InterventionStore, NewIntervention, NewSpec, NewTask, PhaseCheckpoint, Severity,
+    SpecEvent, SpecPhase, SpecStore, Subject, TaskLinks, TaskState, TaskStore, Usage,
+};
 use omoi_examples::server::{Role, Server, ServerOptions};
 use omoi_exec::{Orchestrator, executor_fn};
 use omoi_store::SqliteStore;
@@ -39,6 +42,27 @@ fn screenshot_path() -> PathBuf {
 /// A JS expression: the card of `id` is in the board column `column`.
 fn card_in(column: &str, id: impl std::fmt::Display) -> String {
     format!("!!document.querySelector('#board [data-column=\"{column}\"] [data-task-id=\"{id}\"]')")
+}
+
+/// A spec whose `explore` passed at once and `prd` after one retry, now awaiting approval.
+async fn spec_awaiting_approval(store: &SqliteStore, project: &str) -> omoi_core::SpecId {
+    let spec = store.create_spec(NewSpec::new("Rate limiter", "Limit requests per key")).await.unwrap();
+    store.assign_owner(Subject::Spec(spec.id), project).await.unwrap();
+    store.transition_spec(spec.id, SpecEvent::Start(SpecPhase::Explore)).await.unwrap();
+    for (phase, score, attempts) in [(SpecPhase::Explore, 0.91, 1), (SpecPhase::Prd, 0.88, 2)] {
+        let checkpoint = PhaseCheckpoint {
+            phase,
+            output: json!({}),
+            score,
+            attempts,
+            usage: Usage::default(),
+            passed_at: chrono::Utc::now(),
+        };
+        store.save_checkpoint(spec.id, checkpoint).await.unwrap();
+    }
+    store.transition_spec(spec.id, SpecEvent::Advance).await.unwrap();
+    store.transition_spec(spec.id, SpecEvent::RequestApproval).await.unwrap();
+    spec.id
 }
 
 async fn state_of(store: &SqliteStore, id: omoi_core::TaskId) -> TaskState {
@@ -88,6 +112,7 @@ async fn the_page_shows_the_board_and_moves_a_task_live_when_its_worker_complete
     for id in &ids {
         server.assign_task("demo", *id).await.unwrap();
     }
+    spec_awaiting_approval(&store, "demo").await;
     orch.start();
     // The worker holds the schema task until the test lets it finish.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -124,8 +149,28 @@ async fn the_page_shows_the_board_and_moves_a_task_live_when_its_worker_complete
     assert!(branch_text.as_str().unwrap().contains(hostile), "{branch_text}");
     assert_eq!(browser.eval("document.querySelectorAll('#board img, #board b, #dag img').length").await, json!(0));
     assert_eq!(browser.eval("window.__xss === undefined").await, json!(true));
-    // "Why is this waiting?" names the dependency of the first waiting task shown.
-    browser.wait_until("document.querySelectorAll('#detail .why li').length > 0", WAIT).await;
+    // Clicking a card opens the task: "why is this waiting?" names its unfinished dependency.
+    browser.eval(&format!("document.querySelector('#board [data-task-id=\"{}\"]').click()", backfill.id)).await;
+    browser
+        .wait_until(
+            "document.querySelector('#detail .why')?.textContent.includes('waits for Write the migration (waiting)') === true",
+            WAIT,
+        )
+        .await;
+    // The worker is listed with its heartbeat health and what it works on.
+    browser
+        .wait_until(
+            "[...document.querySelectorAll('#agents tbody tr')].some(r => r.textContent.includes('Design the schema'))",
+            WAIT,
+        )
+        .await;
+
+    // Spec phases with their scores and retries; the approval is in the attention list.
+    browser.wait_until("document.querySelectorAll('#specs .phase.passed').length === 2", WAIT).await;
+    let phases = browser.eval("document.getElementById('specs').textContent").await;
+    assert!(phases.as_str().unwrap().contains("0.88 · 1 retry"), "{phases}");
+    let attention = browser.eval("document.querySelector('#attention .att.approval')?.textContent").await;
+    assert!(attention.as_str().unwrap_or_default().contains("Rate limiter"), "{attention}");
 
     // Live: a marker on `window` survives only if the page is never reloaded.
     browser.eval("window.__marker = 'before'").await;
@@ -138,6 +183,25 @@ async fn the_page_shows_the_board_and_moves_a_task_live_when_its_worker_complete
     assert!(browser.eval("window.omoi.eventsSeen").await.as_u64().unwrap() > seen, "the move came through the stream");
     assert_eq!(state_of(&store, schema.id).await, TaskState::Completed);
     assert_eq!(browser.eval("document.getElementById('live').dataset.live").await, json!("open"));
+
+    // An intervention recorded now appears on the timeline through the stream.
+    let holder = store.get_task(migration.id).await.unwrap().lease.expect("leased").holder;
+    let steer = NewIntervention::new(
+        holder,
+        Some(migration.id),
+        Severity::Correction,
+        InterventionSource::Guardian,
+        "Touch only the migrations folder",
+    )
+    .because("alignment 0.41");
+    store.record_intervention(steer).await.unwrap();
+    browser
+        .wait_until(
+            "document.getElementById('interventions').textContent.includes('Touch only the migrations folder')",
+            WAIT,
+        )
+        .await;
+    assert_eq!(browser.eval("window.__marker").await, json!("before"), "the page was reloaded");
 
     let errors = browser.errors();
     assert!(errors.is_empty(), "the page logged errors: {errors:#?}");

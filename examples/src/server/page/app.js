@@ -104,17 +104,25 @@ const loaders = {
 
 const dirty = new Set();
 let timer = null;
+let inFlight = false; // one refresh at a time, so an older answer never overwrites a newer one
 
 function schedule(...names) {
   for (const n of names) dirty.add(n);
-  if (!timer) timer = setTimeout(refresh, DEBOUNCE_MS);
+  if (!timer && !inFlight && dirty.size) timer = setTimeout(refresh, DEBOUNCE_MS);
 }
 
 async function refresh() {
   timer = null;
   const names = [...dirty];
   dirty.clear();
-  const results = await Promise.allSettled(names.map((n) => loaders[n]()));
+  inFlight = true;
+  let results;
+  try {
+    results = await Promise.allSettled(names.map((n) => loaders[n]()));
+  } finally {
+    inFlight = false;
+    schedule(); // what became stale meanwhile
+  }
   const panels = new Set();
   let failure = null;
   results.forEach((r, i) => {

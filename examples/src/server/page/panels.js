@@ -91,7 +91,7 @@ export function attention({ failed, blocked, stuck, specs, onSelect }) {
 }
 
 function reason(r, titles, onSelect) {
-  const link = (id) => h('a', { href: '#', onclick: (e) => { e.preventDefault(); onSelect(id); } }, titles.get(id) || shortId(id));
+  const link = (id) => h('a', { href: '#', onclick: (e) => { e.preventDefault(); onSelect(id); } }, r.title || titles.get(id) || shortId(id));
   switch (r.kind) {
     case 'dependency':
       return h('li', {}, 'waits for ', link(r.task_id), ` (${r.state})`);
@@ -100,7 +100,9 @@ function reason(r, titles, onSelect) {
     case 'scheduled':
       return h('li', {}, `scheduled: not before ${clock(r.run_at)} (backoff)`);
     case 'awaiting_approval':
-      return h('li', {}, `its spec ${shortId(r.spec_id)} awaits approval`);
+      return h('li', {}, `its spec ${shortId(r.spec_id)} awaits approval${r.phase ? ' of ' + r.phase : ''}`);
+    case 'queued':
+      return h('li', {}, `ready: waits for a free worker (${r.attempts_left} attempt${r.attempts_left === 1 ? '' : 's'} left)`);
     default:
       return h('li', {}, JSON.stringify(r));
   }
@@ -117,7 +119,7 @@ export function detail({ detail, titles, onSelect }) {
     t.def.description ? h('p', { class: 'desc' }, t.def.description) : null,
     h('h4', {}, 'Why is this waiting?'),
     why.length ? h('ul', { class: 'why' }, why.map((r) => reason(r, titles, onSelect)))
-      : h('p', { class: 'muted' }, t.state === 'waiting' || t.state === 'blocked' ? 'No reason recorded.' : `Not waiting: ${t.state}.`),
+      : h('p', { class: 'muted' }, `Not waiting: ${t.state}.`),
     t.last_error ? [h('h4', {}, 'Last error'), h('pre', { class: 'error' }, t.last_error)] : null,
     h('h4', {}, 'Attempts'),
     detail.attempts?.length
@@ -140,7 +142,8 @@ function phaseCell(spec, phase, live) {
   let text = phase;
   let sub = '';
   if (cp) {
-    cls = 'passed';
+    // a gated phase has passed and waits for a human: both
+    cls = current === phase && state === 'awaiting_approval' ? 'passed awaiting_approval' : 'passed';
     sub = `${cp.score.toFixed(2)}${cp.attempts > 1 ? ` · ${cp.attempts - 1} retr${cp.attempts > 2 ? 'ies' : 'y'}` : ''}`;
   } else if (current === phase) {
     cls = state; // running | awaiting_approval | failed
@@ -182,10 +185,10 @@ export function interventions({ interventions }) {
       h('div', { class: 'muted' }, i.acknowledged_at ? `applied ${clock(i.acknowledged_at)}` : 'not yet applied')))));
 }
 
-function costTable(title, rows, name) {
+function costTable(title, rows) {
   return h('div', { class: 'cost-table' }, h('h4', {}, title),
     rows.length ? h('table', {}, h('tbody', {}, rows.slice(0, 8).map((r) =>
-      h('tr', {}, h('td', {}, name(r)), h('td', { class: 'num' }, usd(r.usage?.cost_usd)), h('td', { class: 'num muted' }, tokens(r.usage))))))
+      h('tr', {}, h('td', {}, r.name), h('td', { class: 'num' }, usd(r.usage?.cost_usd)), h('td', { class: 'num muted' }, tokens(r.usage))))))
       : empty('—'));
 }
 
@@ -195,9 +198,9 @@ export function cost({ cost }) {
   return [
     h('div', { class: 'cost-total' }, h('span', { class: 'n' }, usd(cost.total?.cost_usd)), h('span', { class: 'muted' }, ` ${tokens(cost.total)} tokens`)),
     h('div', { class: 'cost-grid' },
-      costTable('per spec', cost.specs || [], (r) => r.title),
-      costTable('per agent', cost.agents || [], (r) => r.name),
-      costTable('per task', cost.tasks || [], (r) => r.title)),
+      costTable('per spec', cost.specs || []),
+      costTable('per agent', cost.agents || []),
+      costTable('per task', cost.tasks || [])),
   ];
 }
 
