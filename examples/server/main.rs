@@ -13,9 +13,10 @@
 //! `--cors` (answer cross-origin requests; off by default), `--project NAME` (the project of
 //! the admin key printed at start, `default`).
 //!
-//! The model is the quickstart's: Claude with `ANTHROPIC_API_KEY`, an OpenAI-compatible server
-//! with `OPENAI_API_KEY` / `OPENAI_BASE_URL`, else the quickstart's recorded conversation. Tasks
-//! run as agents in local sandboxes under the data directory.
+//! The model is chosen as in the quickstart ([`omoi_examples::model`]): Claude with
+//! `ANTHROPIC_API_KEY`, an OpenAI-compatible server with `OPENAI_API_KEY` / `OPENAI_BASE_URL`,
+//! else a recorded conversation (the spec demo's: it plans the pyutils `slugify` spec; its tasks
+//! need a real model). Tasks run as agents in local sandboxes under the data directory.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -33,7 +34,10 @@ use omoi_monitor::{HeartbeatMonitor, MonitoringLoop, Steerer, StuckMonitor};
 use omoi_sandbox::LocalSandboxProvider;
 use omoi_store::{PostgresStore, SqliteStore};
 
-const RECORDING: &str = include_str!("../recordings/quickstart.json");
+/// Without an API key: the spec demo's recorded conversation, which plans its spec (the
+/// quickstart's recording needs the quickstart's sample repository). Tasks then need a real
+/// model to do their work; with the recording they fail, visibly, on the first model call.
+const RECORDING: &str = include_str!("../recordings/spec_demo.json");
 
 const USAGE: &str = "usage: server [--data-dir DIR] [--postgres URL] [--bind ADDR] [--workers N] [--workers-only] \
 [--cors] [--project NAME] | --create-key PROJECT [--read-only | --role admin|write|read_only] | --revoke-key ID";

@@ -13,12 +13,15 @@ use tokio_util::sync::CancellationToken;
 
 /// Events kept per task (the oldest are dropped beyond this).
 pub(crate) const MAX_EVENTS_PER_TASK: usize = 500;
+/// Latest events kept per event name, for `GET /api/events/recent`.
+pub(crate) const RECENT_PER_NAME: usize = 100;
 
 #[derive(Default)]
 struct Inner {
     tasks: HashMap<TaskId, Vec<StoredEvent>>,
     alignment: HashMap<AgentId, f64>,
     finished_by: HashMap<AgentId, Vec<TaskId>>,
+    recent: HashMap<&'static str, std::collections::VecDeque<StoredEvent>>,
     last: Cursor,
 }
 
@@ -83,6 +86,11 @@ impl Activity {
             }
             _ => {}
         }
+        let recent = i.recent.entry(e.event.name()).or_default();
+        if recent.len() >= RECENT_PER_NAME {
+            recent.pop_front();
+        }
+        recent.push_back(e.clone());
         let task = match (&e.event, e.event.subject()) {
             (Event::TaskCreated { .. }, _) => None,
             (_, Subject::Task(t)) => Some(t),
@@ -106,6 +114,15 @@ impl Activity {
     /// The events about task `id` (not its creation), oldest first.
     pub fn task_events(&self, id: TaskId) -> Vec<StoredEvent> {
         self.inner.read().tasks.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// The latest events named `names` (at most [`RECENT_PER_NAME`] per name), newest first.
+    pub fn recent(&self, names: &[&str]) -> Vec<StoredEvent> {
+        let i = self.inner.read();
+        let mut out: Vec<StoredEvent> =
+            names.iter().filter_map(|n| i.recent.get(n)).flat_map(|q| q.iter().cloned()).collect();
+        out.sort_by_key(|e| std::cmp::Reverse(e.cursor));
+        out
     }
 
     /// The guardian's latest alignment score for `agent`.

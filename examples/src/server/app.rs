@@ -258,12 +258,19 @@ impl RunningServer {
     }
 
     /// Stops accepting, finishes open requests (event streams end) and waits.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.stop.cancel();
-        match self.handle.await {
+        match (&mut self.handle).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "server task failed"),
         }
+    }
+}
+
+impl Drop for RunningServer {
+    /// A server dropped without [`shutdown`](Self::shutdown) stops too (without waiting).
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }

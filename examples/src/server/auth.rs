@@ -159,7 +159,8 @@ impl Owners {
         Ok(access.owner_of(s).await?.map(|p| self.remember(s, &p)))
     }
 
-    /// The project owning `task`: its own owner, else its spec's.
+    /// The project owning `task`: its own owner, else its spec's, else (a branch without a
+    /// spec) its parent's.
     pub async fn of_task(&self, access: &dyn AccessStore, task: &Task) -> Result<Option<Arc<str>>, StoreError> {
         let s = Subject::Task(task.id);
         if let Some(p) = self.cached(s) {
@@ -168,13 +169,16 @@ impl Owners {
         if let Some(p) = access.owner_of(s).await? {
             return Ok(Some(self.remember(s, &p)));
         }
-        match task.links.spec_id {
-            Some(spec) => match self.of_spec(access, spec).await? {
-                Some(p) => Ok(Some(self.remember(s, &p))),
-                None => Ok(None),
+        let inherited = match (task.links.spec_id, task.links.parent_id) {
+            (Some(spec), _) => self.of_spec(access, spec).await?,
+            // A discovery branch of a task without a spec belongs with its source task.
+            (None, Some(parent)) => match self.cached(Subject::Task(parent)) {
+                Some(p) => Some(p),
+                None => access.owner_of(Subject::Task(parent)).await?.map(Arc::from),
             },
-            None => Ok(None),
-        }
+            (None, None) => None,
+        };
+        Ok(inherited.map(|p| self.remember(s, &p)))
     }
 
     /// The owner of task `id` if it is cached (no store call).

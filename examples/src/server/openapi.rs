@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use super::auth::Caller;
 use super::error::{ErrorBody, ErrorCode, ErrorDetail};
 use super::routes::*;
-use super::stream::EventNames;
+use super::stream::{EventNames, RecentEvents};
 
 struct BearerKey;
 
@@ -38,13 +38,13 @@ impl Modify for BearerKey {
         super::routes::agents::list, super::routes::agents::steer,
         super::routes::observe::discoveries, super::routes::observe::interventions,
         super::routes::observe::cost,
-        super::stream::events, super::stream::names,
+        super::stream::events, super::stream::recent, super::stream::names,
         super::routes::keys::create, super::routes::keys::revoke,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, ErrorCode, CreateSpec, SpecAccepted, SpecList, SpecDetail, Reject, TaskList,
         TaskCounts, TaskDetail, Attempt, WhyWaiting, TaskFilterBody, BulkOutcome, BulkRefusal, AgentList, AgentView,
-        Steer, DiscoveryList, InterventionList, CostReport, CostRow, Health, CreateKey, CreatedKey, EventNames,
+        Steer, DiscoveryList, InterventionList, CostReport, CostRow, Health, CreateKey, CreatedKey, EventNames, RecentEvents,
     ))
 )]
 pub struct ApiDoc;

@@ -67,6 +67,10 @@ fn data_id(data: &Value, field: &str) -> Option<String> {
 }
 
 impl Ctx {
+    fn new(state: AppState, project: String, query: StreamQuery) -> Self {
+        Self { state, project, query, seen: Mutex::new(HashMap::new()) }
+    }
+
     /// Whether the caller's project may see `subject`, and the spec of a task.
     async fn subject(&self, subject: Subject) -> Result<(bool, Option<SpecId>), StoreError> {
         if let Some(v) = self.seen.lock().get(&subject) {
@@ -200,7 +204,7 @@ pub(crate) async fn events(
     let live = state.backend.events.subscribe(after).await?;
     let keep_alive = KeepAlive::new().interval(state.options.keep_alive).text("keep-alive");
     let stop = state.stop.clone();
-    let ctx = Arc::new(Ctx { state, project: caller.project, query, seen: Mutex::new(HashMap::new()) });
+    let ctx = Arc::new(Ctx::new(state, caller.project, query));
     let stream = live
         .then(move |item| {
             let ctx = ctx.clone();
@@ -215,6 +219,58 @@ pub(crate) async fn events(
         })
         .take_until(stop.cancelled_owned());
     Ok(Sse::new(stream).keep_alive(keep_alive))
+}
+
+/// `GET /api/events/recent` query.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecentQuery {
+    /// Event names, comma-separated (`monitor.stuck_detected,monitor.system_assessed`).
+    pub names: String,
+    /// At most this many (default 50, at most 100).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/events/recent`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RecentEvents {
+    /// Newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<StoredEvent>,
+}
+
+/// The latest events of the given names the key's project may see (the last 100 per name
+/// since the server started reading the log), newest first: what a page needs at load that only
+/// the log knows (stuck tasks, the last system assessment).
+#[utoipa::path(get, path = "/api/events/recent", params(RecentQuery), security(("api_key" = [])),
+    responses((status = 200, body = RecentEvents), (status = 400, body = ErrorBody)))]
+pub(crate) async fn recent(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<RecentQuery>,
+) -> Result<Json<RecentEvents>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 100 {
+        return Err(ApiError::bad_request("limit must be 1 to 100"));
+    }
+    let names: Vec<&str> = q.names.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        return Err(ApiError::bad_request("names is empty"));
+    }
+    if let Some(bad) = names.iter().find(|n| !Event::NAMES.contains(n)) {
+        return Err(ApiError::bad_request(format!("unknown event name {bad:?} (see /api/event-names)")));
+    }
+    let ctx = Ctx::new(state.clone(), caller.project, StreamQuery::default());
+    let mut events = Vec::new();
+    for e in state.activity.recent(&names) {
+        if ctx.visible(&e).await? {
+            events.push(e);
+            if events.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(Json(RecentEvents { events }))
 }
 
 /// `GET /api/event-names`.

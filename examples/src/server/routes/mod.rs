@@ -45,6 +45,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/interventions", get(observe::interventions))
         .route("/api/cost", get(observe::cost))
         .route("/api/events", get(stream::events))
+        .route("/api/events/recent", get(stream::recent))
         .route("/api/event-names", get(stream::names))
         .route("/api/keys", post(keys::create))
         .route("/api/keys/{id}", axum::routing::delete(keys::revoke))
