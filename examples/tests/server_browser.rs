@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use omoi_core::config::OmoiConfig;
 use omoi_core::{
-    AccessStore, InterventionSource, InterventionStore, NewIntervention, NewSpec, NewTask, PhaseCheckpoint, Severity,
-    SpecEvent, SpecPhase, SpecStore, Subject, TaskLinks, TaskState, TaskStore, Usage,
+    AccessStore, Event, EventStore, InterventionSource, InterventionStore, NewIntervention, NewSpec, NewTask,
+    PhaseCheckpoint, Severity, SpecEvent, SpecPhase, SpecStore, StuckRule, Subject, TaskLinks, TaskState, TaskStore,
+    Usage,
 };
 use omoi_examples::server::{Role, Server, ServerOptions};
 use omoi_exec::{Orchestrator, executor_fn};
@@ -121,6 +122,16 @@ async fn the_page_shows_the_board_and_moves_a_task_live_when_its_worker_complete
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // The stuck detector flagged the running task before the page opened: only the log knows.
+    let holder = store.get_task(schema.id).await.unwrap().lease.expect("leased").holder;
+    let stuck = Event::MonitorStuckDetected {
+        task_id: schema.id,
+        agent_id: holder,
+        rule: StuckRule::RepeatedFailure,
+        repeats: 4,
+    };
+    store.append_events(vec![stuck]).await.unwrap();
+
     let mut browser = cdp::Browser::launch(&chromium, 1440, 1000).await;
     browser.navigate(&format!("{}/#key={key}", server.url())).await;
     browser
@@ -172,6 +183,13 @@ async fn the_page_shows_the_board_and_moves_a_task_live_when_its_worker_complete
     let attention = browser.eval("document.querySelector('#attention .att.approval')?.textContent").await;
     assert!(attention.as_str().unwrap_or_default().contains("Rate limiter"), "{attention}");
 
+    browser
+        .wait_until(
+            "document.querySelector('#attention .att.stuck')?.textContent.includes('Design the schema: repeated failure ×4') === true",
+            WAIT,
+        )
+        .await;
+
     // Live: a marker on `window` survives only if the page is never reloaded.
     browser.eval("window.__marker = 'before'").await;
     let seen = browser.eval("window.omoi.eventsSeen").await.as_u64().unwrap();
@@ -179,6 +197,8 @@ async fn the_page_shows_the_board_and_moves_a_task_live_when_its_worker_complete
     browser.wait_until(&card_in("completed", schema.id), WAIT).await;
     browser.wait_until(&card_in("running", migration.id), WAIT).await;
     browser.wait_until("document.querySelector('#counts [data-state=completed] .n').textContent === '1'", WAIT).await;
+    // Its run is over, so it is no longer listed as stuck.
+    browser.wait_until("document.querySelector('#attention .att.stuck') === null", WAIT).await;
     assert_eq!(browser.eval("window.__marker").await, json!("before"), "the page was reloaded");
     assert!(browser.eval("window.omoi.eventsSeen").await.as_u64().unwrap() > seen, "the move came through the stream");
     assert_eq!(state_of(&store, schema.id).await, TaskState::Completed);

@@ -19,7 +19,7 @@ const state = {
   total: 0,
   failed: [],
   blocked: [],
-  stuck: new Map(), // task id → {rule, repeats, agent_id, at, title}
+  stuck: new Map(), // task id → {rule, repeats, agent_id, at}
   specs: [],
   phaseRetries: new Map(), // "spec/phase" → last spec.phase_retry data
   agents: [],
@@ -52,7 +52,7 @@ const loaders = {
     const r = await api(state.key, `/api/tasks?limit=${BOARD_LIMIT}`);
     state.tasks = r.tasks;
     if (!state.selected) schedule('detail'); // shows the first waiting task's reasons
-    return ['board', 'dag', 'agents'];
+    return ['board', 'dag', 'agents', 'attention'];
   },
   async counts() {
     const r = await api(state.key, '/api/tasks/counts');
@@ -99,6 +99,12 @@ const loaders = {
       state.detail = null;
     }
     return ['detail', 'board', 'dag'];
+  },
+  async recent() {
+    // What only the event log knows at load: stuck tasks and the last system assessment.
+    const r = await api(state.key, '/api/events/recent?names=monitor.stuck_detected,monitor.system_assessed&limit=50');
+    for (const ev of [...r.events].reverse()) remember(ev);
+    return ['attention', 'header'];
   },
 };
 
@@ -159,11 +165,9 @@ const STALE = {
 function remember(ev) {
   const d = ev.event.data || {};
   switch (ev.event.type) {
-    case 'monitor.stuck_detected': {
-      const t = state.tasks.find((x) => x.id === d.task_id);
-      state.stuck.set(d.task_id, { ...d, at: ev.at, title: t ? taskLabel(t) : null });
+    case 'monitor.stuck_detected':
+      state.stuck.set(d.task_id, { ...d, at: ev.at });
       break;
-    }
     case 'spec.phase_retry':
       state.phaseRetries.set(`${d.spec_id}/${d.phase}`, d);
       break;

@@ -65,7 +65,7 @@ export function board({ tasks, counts, selected, onSelect }) {
 }
 
 /** Failed, blocked and stuck tasks and specs awaiting approval, each with why. */
-export function attention({ failed, blocked, stuck, specs, onSelect }) {
+export function attention({ failed, blocked, stuck, specs, tasks, onSelect }) {
   const items = [];
   for (const s of specs.filter((s) => String(s.state).startsWith('awaiting_approval'))) {
     items.push(h('li', { class: 'att approval' }, h('span', { class: 'badge st-ready' }, 'approval'),
@@ -76,8 +76,10 @@ export function attention({ failed, blocked, stuck, specs, onSelect }) {
       `spec “${s.title}” failed in ${String(s.state).split(':')[1] || 'a phase'}`));
   }
   for (const [id, st] of stuck) {
-    items.push(h('li', { class: 'att link', onclick: () => onSelect(id) }, h('span', { class: 'badge st-blocked' }, 'stuck'),
-      `${st.title || shortId(id)}: ${st.rule.replaceAll('_', ' ')} ×${st.repeats} (agent ${shortId(st.agent_id)}, ${ago(st.at)})`));
+    const t = tasks.find((x) => x.id === id);
+    if (t && t.state !== 'claimed' && t.state !== 'running') continue; // that run is over
+    items.push(h('li', { class: 'att stuck link', onclick: () => onSelect(id) }, h('span', { class: 'badge st-blocked' }, 'stuck'),
+      `${t ? taskLabel(t) : shortId(id)}: ${st.rule.replaceAll('_', ' ')} ×${st.repeats} (agent ${shortId(st.agent_id)}, ${ago(st.at)})`));
   }
   for (const t of failed) {
     items.push(h('li', { class: 'att link', onclick: () => onSelect(t.id) }, h('span', { class: 'badge st-failed' }, 'failed'),
