@@ -221,6 +221,22 @@ async fn the_page_shows_the_board_and_moves_a_task_live_when_its_worker_complete
             WAIT,
         )
         .await;
+    // The open task shows its agent's steps as they are recorded.
+    browser.eval(&format!("document.querySelector('#board [data-task-id=\"{}\"]').click()", migration.id)).await;
+    let step = Event::AgentStep {
+        task_id: migration.id,
+        agent_id: holder,
+        step: 1,
+        action: "tool_call".into(),
+        detail: json!({"tool": "write_file", "path": "migrations/0001.sql"}),
+    };
+    store.append_events(vec![step]).await.unwrap();
+    browser
+        .wait_until(
+            "document.querySelector('#detail .steps')?.textContent.includes('migrations/0001.sql') === true",
+            WAIT,
+        )
+        .await;
     assert_eq!(browser.eval("window.__marker").await, json!("before"), "the page was reloaded");
 
     let errors = browser.errors();

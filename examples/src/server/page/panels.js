@@ -128,6 +128,11 @@ export function detail({ detail, titles, onSelect }) {
       ? h('ol', { class: 'attempts' }, detail.attempts.map((a) =>
         h('li', {}, `#${a.attempt} ${a.outcome} by ${shortId(a.holder)} at ${clock(a.at)}`, a.error ? h('span', { class: 'err' }, ' — ' + a.error) : null)))
       : h('p', { class: 'muted' }, 'none yet'),
+    detail.trajectory?.length ? [h('h4', {}, 'Recent steps'), h('ol', { class: 'steps' }, detail.trajectory.slice(-8).map((e) => {
+      const d = e.event.data || {};
+      const text = typeof d.detail === 'string' ? d.detail : JSON.stringify(d.detail ?? '');
+      return h('li', {}, h('span', { class: 'ev' }, `#${d.step} ${d.action}`), ' ', h('span', { class: 'muted' }, text.length > 90 ? text.slice(0, 89) + '…' : text));
+    }))] : null,
     detail.discoveries?.length ? [h('h4', {}, 'Discoveries'), h('ul', {}, detail.discoveries.map((d) =>
       h('li', {}, h('span', { class: 'badge disc' }, d.kind), ` ${d.title} — ${d.status}`, d.spawned?.length ? ` → ${d.spawned.length} branch(es)` : '')))] : null,
     detail.interventions?.length ? [h('h4', {}, 'Interventions'), h('ul', {}, detail.interventions.map((i) =>
