@@ -204,7 +204,10 @@ impl Browser {
 
     /// Asks Chromium to exit, then makes sure it did.
     pub(crate) async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.browser_call("Browser.close", json!({}))).await;
+        // Chromium may drop the socket before it answers: send, and watch the process instead.
+        self.next_id += 1;
+        let close = json!({"id": self.next_id, "method": "Browser.close"});
+        let _ = self.socket.send(Message::text(close.to_string())).await;
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if self.child.try_wait().ok().flatten().is_some() {
