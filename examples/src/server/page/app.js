@@ -11,6 +11,7 @@ import { taskLabel } from './format.js';
 const BOARD_LIMIT = 500;
 const FEED_LENGTH = 40;
 const DEBOUNCE_MS = 120;
+const SPEC_DETAILS = 20;
 
 const state = {
   key: null,
@@ -21,6 +22,7 @@ const state = {
   blocked: [],
   stuck: new Map(), // task id → {rule, repeats, agent_id, at}
   specs: [],
+  tickets: new Map(), // ticket id → ticket, for the specs loaded in detail
   phaseRetries: new Map(), // "spec/phase" → last spec.phase_retry data
   agents: [],
   interventions: [],
@@ -71,7 +73,11 @@ const loaders = {
   },
   async specs() {
     state.specs = (await api(state.key, '/api/specs')).specs;
-    return ['specs', 'attention'];
+    // Tickets come with each spec's detail: the newest specs' are enough for the board.
+    const recent = [...state.specs].sort((a, b) => b.created_at.localeCompare(a.created_at)).slice(0, SPEC_DETAILS);
+    const details = await Promise.all(recent.map((sp) => api(state.key, `/api/specs/${encodeURIComponent(sp.id)}`)));
+    state.tickets = new Map(details.flatMap((d) => d.tickets).map((t) => [t.id, t]));
+    return ['specs', 'attention', 'board'];
   },
   async agents() {
     state.agents = (await api(state.key, '/api/agents')).agents;
@@ -230,14 +236,14 @@ const renderers = {
     }
   },
   counts: () => fill('counts', panel.counts(state)),
-  board: () => fill('board', panel.board({ tasks: state.tasks, counts: state.counts, selected: state.selected, onSelect: select })),
+  board: () => fill('board', panel.board({ ...state, onSelect: select })),
   dag() {
     const el = fill('dag', renderDag(state.tasks, { selected: state.selected, onSelect: select }));
     if (!state.tasks.length) el.append(h('p', { class: 'empty' }, 'No tasks yet.'));
   },
   attention: () => fill('attention', panel.attention({ ...state, onSelect: select })),
   detail: () => fill('detail', panel.detail({ detail: state.detail, titles: titles(), onSelect: select })),
-  specs: () => fill('specs', panel.specs({ specs: state.specs, live: state.phaseRetries })),
+  specs: () => fill('specs', panel.specs({ specs: state.specs, tickets: state.tickets, live: state.phaseRetries })),
   agents: () => fill('agents', panel.agents({ agents: state.agents, titles: titles() })),
   interventions: () => fill('interventions', panel.interventions(state)),
   cost: () => fill('cost', panel.cost(state)),

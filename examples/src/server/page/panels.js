@@ -31,8 +31,9 @@ export function counts({ counts, total }) {
   ];
 }
 
-function card(t, selected, onSelect) {
+function card(t, tickets, selected, onSelect) {
   const branch = Boolean(t.links?.parent_id);
+  const ticket = t.links?.ticket_id ? tickets.get(t.links.ticket_id) : null;
   return h('article', {
     class: `card st-${t.state}${branch ? ' branch' : ''}${t.id === selected ? ' selected' : ''}`,
     dataset: { taskId: t.id, state: t.state },
@@ -44,6 +45,7 @@ function card(t, selected, onSelect) {
     taskLabel(t)),
   h('div', { class: 'card-meta' },
     h('span', { class: 'id' }, shortId(t.id)),
+    ticket ? h('span', { class: 'ticket', title: ticket.title }, ticket.local_id || 'ticket') : null,
     t.state !== COLUMNS.find((c) => c.states.includes(t.state)).id ? h('span', { class: `badge st-${t.state}` }, t.state) : null,
     t.attempts > 0 ? h('span', { title: 'attempts' }, `#${t.attempts}`) : null,
     t.lease ? h('span', { class: 'holder', title: 'lease holder' }, '⚙ ' + shortId(t.lease.holder)) : null,
@@ -53,13 +55,13 @@ function card(t, selected, onSelect) {
 }
 
 /** The board: one column per entry of `COLUMNS`, cards newest last. */
-export function board({ tasks, counts, selected, onSelect }) {
+export function board({ tasks, counts, tickets, selected, onSelect }) {
   return COLUMNS.map((col) => {
     const mine = tasks.filter((t) => col.states.includes(t.state));
     const total = col.states.reduce((n, s) => n + (counts[s] || 0), 0);
     return h('section', { class: `column col-${col.id}`, dataset: { column: col.id } },
       h('header', {}, h('span', {}, col.title), h('span', { class: 'n' }, String(total))),
-      h('div', { class: 'cards' }, mine.length ? mine.map((t) => card(t, selected, onSelect)) : empty('—'),
+      h('div', { class: 'cards' }, mine.length ? mine.map((t) => card(t, tickets, selected, onSelect)) : empty('—'),
         total > mine.length ? h('p', { class: 'more' }, `+${total - mine.length} not loaded`) : null));
   });
 }
@@ -82,8 +84,9 @@ export function attention({ failed, blocked, stuck, specs, tasks, onSelect }) {
       `${t ? taskLabel(t) : shortId(id)}: ${st.rule.replaceAll('_', ' ')} ×${st.repeats} (agent ${shortId(st.agent_id)}, ${ago(st.at)})`));
   }
   for (const t of failed) {
-    items.push(h('li', { class: 'att link', onclick: () => onSelect(t.id) }, h('span', { class: 'badge st-failed' }, 'failed'),
-      `${taskLabel(t)}${t.last_error ? ': ' + t.last_error : ''}`));
+    const err = t.last_error || '';
+    items.push(h('li', { class: 'att link', title: err, onclick: () => onSelect(t.id) }, h('span', { class: 'badge st-failed' }, 'failed'),
+      `${taskLabel(t)}${err ? ': ' + (err.length > 140 ? err.slice(0, 139) + '…' : err) : ''}`));
   }
   for (const t of blocked) {
     items.push(h('li', { class: 'att link', onclick: () => onSelect(t.id) }, h('span', { class: 'badge st-blocked' }, 'blocked'),
@@ -160,12 +163,18 @@ function phaseCell(spec, phase, live) {
 }
 
 /** Each spec with its phases: passed with score and retries, the current one, the rest. */
-export function specs({ specs, live }) {
+export function specs({ specs, tickets, live }) {
   if (!specs.length) return empty('No specs yet.');
-  return specs.map((s) => h('div', { class: 'spec' },
-    h('div', { class: 'spec-head' }, h('strong', {}, s.title), h('span', { class: 'badge' }, String(s.state).replace('_', ' ')),
-      h('span', { class: 'muted' }, `${usd(s.usage?.cost_usd)} · ${tokens(s.usage)} tok`)),
-    h('div', { class: 'phases' }, PHASES.map((p) => phaseCell(s, p, live)))));
+  return specs.map((s) => {
+    const mine = [...tickets.values()].filter((t) => t.spec_id === s.id);
+    return h('div', { class: 'spec' },
+      h('div', { class: 'spec-head' }, h('strong', {}, s.title), h('span', { class: 'badge' }, String(s.state).replace('_', ' ')),
+        h('span', { class: 'muted' }, `${usd(s.usage?.cost_usd)} · ${tokens(s.usage)} tok`)),
+      h('div', { class: 'phases' }, PHASES.map((p) => phaseCell(s, p, live))),
+      mine.length ? h('div', { class: 'tickets' }, mine.map((t) =>
+        h('span', { class: `ticket-chip tk-${t.status}${t.blocked ? ' blocked' : ''}`, title: t.title },
+          `${t.local_id || shortId(t.id)} ${t.status}${t.blocked ? ' · blocked' : ''}`))) : null);
+  });
 }
 
 /** Agents with heartbeat health, current tasks and alignment. */
