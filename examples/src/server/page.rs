@@ -1,5 +1,8 @@
 //! The static page (owned by the page's authors): `GET /` and `GET /page/{file}`, compiled in
-//! with `include_str!`. The page holds no data; it reads the API with the key the user gives it.
+//! with `include_str!`. The page holds no data; it reads the API with the key the user gives it
+//! (`/#key=…`) and follows `/api/events`. Its ES modules: `api.js` (key, fetch, event stream),
+//! `dom.js` (elements from text, never from markup), `format.js`, `dag.js` (the task graph as
+//! SVG), `panels.js` (one render function per panel) and `app.js` (state, refresh, wiring).
 
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse, Response};
