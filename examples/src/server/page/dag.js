@@ -1,7 +1,8 @@
 // The task DAG as SVG with a simple layered layout: a task's layer is one more than the deepest
 // of its dependencies (and of the task that discovered it); within a layer tasks are ordered by
-// the mean position of their parents. Dependency edges are solid arrows; discovery branches are
-// dashed and drawn from the task that found them.
+// the mean position of their parents. An edge that skips layers runs through a free slot below
+// the tasks of each layer it crosses, never through a task. Dependency edges are solid arrows;
+// discovery branches are dashed and drawn from the task that found them.
 
 import { svg } from './dom.js';
 import { taskLabel } from './format.js';
@@ -53,15 +54,53 @@ export function layout(tasks) {
     }
     ts.forEach((t, row) => pos.set(t.id, { x: PAD + li * (W + GX), y: PAD + row * (H + GY), row }));
   });
-  return { layers, pos, parents };
+  return { layers, layer, pos, parents };
+}
+
+/** The path of an edge from `from` (layer `lf`) to `to` (layer `lt`), through `slot(l)` rows. */
+function edgePath(from, to, lf, lt, slot) {
+  const pts = [[from.x + W, from.y + H / 2]];
+  for (let l = lf + 1; l < lt; l++) {
+    const y = PAD + slot(l) * (H + GY) + H / 2;
+    const x = PAD + l * (W + GX);
+    pts.push([x, y], [x + W, y]);
+  }
+  pts.push([to.x, to.y + H / 2]);
+  let d = `M${pts[0][0]},${pts[0][1]}`;
+  for (let i = 1; i < pts.length; i++) {
+    const [x1, y1] = pts[i - 1];
+    const [x2, y2] = pts[i];
+    if (i % 2 === 0) {
+      d += ` L${x2},${y2}`; // along a free slot, across a layer
+    } else {
+      const mx = (x1 + x2) / 2;
+      d += ` C${mx},${y1} ${mx},${y2} ${x2},${y2}`; // between two layers
+    }
+  }
+  return d;
 }
 
 /** The SVG of `tasks`; `onSelect(id)` on a click; `selected` is highlighted. */
 export function renderDag(tasks, { selected, onSelect }) {
   if (tasks.length === 0) return svg('svg', { class: 'dag', width: 1, height: 1 });
   const shown = tasks.slice(0, MAX_NODES);
-  const { layers, pos, parents } = layout(shown);
-  const rows = Math.max(...layers.map((l) => l.length));
+  const { layers, layer, pos, parents } = layout(shown);
+  // One free slot per long edge in every layer it crosses, below that layer's tasks.
+  const used = layers.map((l) => l.length);
+  const edges = [];
+  for (const t of shown) {
+    for (const p of parents.get(t.id)) {
+      const [lf, lt] = [layer.get(p.id), layer.get(t.id)];
+      const slots = new Map();
+      for (let l = lf + 1; l < lt; l++) slots.set(l, used[l]++);
+      edges.push(svg('path', {
+        d: edgePath(pos.get(p.id), pos.get(t.id), lf, lt, (l) => slots.get(l)),
+        class: p.branch ? 'edge branch' : 'edge',
+        'marker-end': p.branch ? 'url(#arrow-branch)' : 'url(#arrow)',
+      }));
+    }
+  }
+  const rows = Math.max(...used);
   const width = PAD * 2 + layers.length * (W + GX) - GX;
   const height = PAD * 2 + rows * (H + GY) - GY;
   const defs = svg(
@@ -72,23 +111,6 @@ export function renderDag(tasks, { selected, onSelect }) {
     svg('marker', { id: 'arrow-branch', viewBox: '0 0 8 8', refX: 8, refY: 4, markerWidth: 7, markerHeight: 7, orient: 'auto' },
       svg('path', { d: 'M0,0 L8,4 L0,8 z', class: 'arrowhead branch' })),
   );
-  const edges = [];
-  for (const t of shown) {
-    const to = pos.get(t.id);
-    for (const p of parents.get(t.id)) {
-      const from = pos.get(p.id);
-      const x1 = from.x + W;
-      const y1 = from.y + H / 2;
-      const x2 = to.x;
-      const y2 = to.y + H / 2;
-      const mx = (x1 + x2) / 2;
-      edges.push(svg('path', {
-        d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`,
-        class: p.branch ? 'edge branch' : 'edge',
-        'marker-end': p.branch ? 'url(#arrow-branch)' : 'url(#arrow)',
-      }));
-    }
-  }
   const nodes = shown.map((t) => {
     const { x, y } = pos.get(t.id);
     const branch = Boolean(t.links?.parent_id);
