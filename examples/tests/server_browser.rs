@@ -1,8 +1,10 @@
 //! The server's page in a real headless Chromium: a server on SQLite whose worker completes a
 //! task only when the test lets it. The page must load without console errors, show the board
 //! with every task, render task titles as text (never markup), and move a task to another column
-//! when its worker completes it — observed through the event stream, without a reload. A
-//! screenshot of the page is written to `target/artifacts/server-page.png`.
+//! when its worker completes it — observed through the event stream, without a reload — and
+//! keep every other panel (graph, why-waiting, specs, agents, interventions, stuck tasks) current
+//! the same way. A screenshot of the page is written to `target/artifacts/server-page.png`; a
+//! refused key then brings up the key form.
 
 #[path = "browser/cdp.rs"]
 mod cdp;
@@ -244,6 +246,12 @@ async fn the_page_shows_the_board_and_moves_a_task_live_when_its_worker_complete
     let shot = screenshot_path();
     browser.screenshot(&shot).await;
     println!("screenshot: {}", shot.display());
+
+    // A refused key asks for another instead of showing an empty board (a new document: `?again`).
+    browser.navigate(&format!("{}/?again#key=omoi_not_a_key", server.url())).await;
+    browser.wait_until("document.querySelector('#board form.key-form') !== null", WAIT).await;
+    let banner = browser.eval("document.getElementById('banner').textContent").await;
+    assert!(banner.as_str().unwrap().contains("refused (401)"), "{banner}");
     browser.close().await;
 
     gate.add_permits(16);
