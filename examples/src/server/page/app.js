@@ -12,6 +12,7 @@ const BOARD_LIMIT = 500;
 const FEED_LENGTH = 40;
 const DEBOUNCE_MS = 120;
 const SPEC_DETAILS = 20;
+const AGENTS_EVERY_MS = 10000;
 
 const state = {
   key: null,
@@ -191,7 +192,8 @@ function onEvent(name, ev) {
   state.events.length = Math.min(state.events.length, FEED_LENGTH);
   remember(ev);
   const kind = name.split('.')[0];
-  const stale = [...(STALE[kind] || [])];
+  // a step changes no agent's health; only the open task's trajectory (below)
+  const stale = name === 'agent.step' ? [] : [...(STALE[kind] || [])];
   if (name === 'task.completed' || name === 'task.failed' || kind === 'spec') stale.push('cost');
   if (name === 'monitor.intervention' || name === 'monitor.stuck_detected') stale.push('interventions', 'attention');
   if (kind === 'task' && ev.event.data?.task_id !== state.selected) {
@@ -217,6 +219,8 @@ function onStatus(s) {
   if (s === 'open' && !snapshotRequested) {
     snapshotRequested = true;
     schedule(...Object.keys(loaders));
+    // Heartbeats are not events: the agents' health is re-read on a timer.
+    setInterval(() => schedule('agents'), AGENTS_EVERY_MS);
   }
   if (s === 'closed') banner('The event stream closed; reload the page to reconnect.');
 }
