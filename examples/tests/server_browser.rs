@@ -60,6 +60,7 @@ async fn spec_awaiting_approval(store: &SqliteStore, project: &str) -> omoi_core
             attempts,
             usage: Usage::default(),
             passed_at: chrono::Utc::now(),
+            findings: Vec::new(),
         };
         store.save_checkpoint(spec.id, checkpoint).await.unwrap();
     }
