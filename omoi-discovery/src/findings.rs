@@ -67,26 +67,12 @@ impl DiscoveryService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use omoi_core::{DiscoveryKind, NewTask, TaskDefinition};
+    use omoi_core::{DiscoveryKind, NewTask};
 
     fn task(title: &str, files: &[&str], deps: &[TaskId]) -> Task {
-        let n = NewTask::new(title).depends_on(deps.iter().copied());
-        let def = TaskDefinition { owned_files: files.iter().map(|f| (*f).to_owned()).collect(), ..n.def };
-        Task {
-            id: n.id,
-            def,
-            links: n.links,
-            dependencies: n.dependencies,
-            state: omoi_core::TaskState::Waiting,
-            attempts: 0,
-            run_at: chrono::DateTime::UNIX_EPOCH,
-            lease: None,
-            result: None,
-            last_error: None,
-            usage: omoi_core::Usage::default(),
-            created_at: chrono::DateTime::UNIX_EPOCH,
-            updated_at: chrono::DateTime::UNIX_EPOCH,
-        }
+        let mut n = NewTask::new(title).depends_on(deps.iter().copied());
+        n.def.owned_files = files.iter().map(|f| (*f).to_owned()).collect();
+        Task::inserted(n, omoi_core::TaskState::Waiting, chrono::DateTime::UNIX_EPOCH)
     }
 
     fn finding(files: &[&str]) -> ReportedDiscovery {

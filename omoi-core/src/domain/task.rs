@@ -269,6 +269,26 @@ pub struct Task {
 }
 
 impl Task {
+    /// The task as it is first stored at `now` in `state`: no attempt, lease, result or usage
+    /// yet; runnable from the task's own `run_at`, else from `now`.
+    pub fn inserted(new: NewTask, state: TaskState, now: DateTime<Utc>) -> Self {
+        Self {
+            id: new.id,
+            def: new.def,
+            links: new.links,
+            dependencies: new.dependencies,
+            state,
+            attempts: 0,
+            run_at: new.run_at.unwrap_or(now),
+            lease: None,
+            result: None,
+            last_error: None,
+            usage: Usage::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Attempts left before the task is dead-lettered.
     pub fn attempts_left(&self) -> u32 {
         self.def.max_attempts.saturating_sub(self.attempts)

@@ -112,23 +112,7 @@ mod tests {
     use crate::task::NewTask;
 
     fn task(state: TaskState, deps: &[TaskId]) -> Task {
-        let new = NewTask::new("t").depends_on(deps.iter().copied());
-        let epoch = DateTime::<Utc>::UNIX_EPOCH;
-        Task {
-            id: new.id,
-            def: new.def,
-            links: new.links,
-            dependencies: new.dependencies,
-            state,
-            attempts: 0,
-            run_at: epoch,
-            lease: None,
-            result: None,
-            last_error: None,
-            usage: crate::Usage::default(),
-            created_at: epoch,
-            updated_at: epoch,
-        }
+        Task::inserted(NewTask::new("t").depends_on(deps.iter().copied()), state, DateTime::<Utc>::UNIX_EPOCH)
     }
 
     #[test]

@@ -12,7 +12,7 @@ use omoi_core::queue::{self, AttemptLoss, LossOutcome, plan_batch};
 use omoi_core::task::check_payload;
 use omoi_core::{
     AgentId, ClaimRequest, ClaimedTask, Completion, Event, FailOutcome, Failure, FencingToken, Lease, NewTask, SpecId,
-    StoreError, Task, TaskCounts, TaskEvent, TaskFilter, TaskId, TaskState, TaskStore, TicketId, Usage,
+    StoreError, Task, TaskCounts, TaskEvent, TaskFilter, TaskId, TaskState, TaskStore, TicketId,
 };
 use uuid::Uuid;
 
@@ -97,21 +97,7 @@ impl Tasks {
             for d in &new.dependencies {
                 self.dependents.entry(*d).or_default().push(new.id);
             }
-            let task = Task {
-                id: new.id,
-                def: new.def,
-                links: new.links,
-                dependencies: new.dependencies,
-                state,
-                attempts: 0,
-                run_at: new.run_at.unwrap_or(now),
-                lease: None,
-                result: None,
-                last_error: None,
-                usage: Usage::default(),
-                created_at: now,
-                updated_at: now,
-            };
+            let task = Task::inserted(new, state, now);
             if let Some(k) = &task.def.dedup_key {
                 self.dedup.insert(k.clone(), task.id);
             }
